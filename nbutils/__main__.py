@@ -1,0 +1,126 @@
+"""Headless entry points: `python -m nbutils reproduce|train|analyze ...`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from nbutils.config import PARAMETERS, PROFILES
+
+
+def parse_set(items: list[str]) -> dict[str, Any]:
+    """`--set key=value` pairs; values are read as JSON when they parse, else as strings."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set: expected key=value, got {item!r}")
+        if key not in PARAMETERS:
+            raise SystemExit(f"--set: unknown parameter {key!r}; allowed: {', '.join(PARAMETERS)}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def common_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """Parameters given on the command line (named flags and --set)."""
+    named = {k: getattr(args, k) for k in ("data_root", "mapping", "width", "epochs", "seed")}
+    return {**{k: v for k, v in named.items() if v is not None}, **parse_set(args.set)}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of all sub-commands."""
+    parser = argparse.ArgumentParser(prog="python -m nbutils", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, text in (("reproduce", "run notebooks 01-05 through papermill"),
+                       ("train", "train the coarse model and the baseline (torchrun-ready)"),
+                       ("analyze", "features, collapse metrics, recovery and results.json")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--profile", default="paper" if name == "reproduce" else "ci",
+                       choices=sorted(PROFILES))
+        p.add_argument("--run-dir", dest="run_dir")
+        p.add_argument("--data-root", dest="data_root")
+        p.add_argument("--mapping")
+        p.add_argument("--width", type=int)
+        p.add_argument("--epochs", type=int)
+        p.add_argument("--seed", type=int)
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help=f"any other parameter: {', '.join(PARAMETERS)}")
+        p.add_argument("--force", action="store_true",
+                       help="overwrite a run directory made with a different configuration")
+        p.add_argument("--no-progress", dest="progress", action="store_false")
+    sub.choices["reproduce"].add_argument("--publish-dir", dest="publish_dir")
+    sub.choices["train"].add_argument("--models", default="coarse,baseline")
+    sub.choices["train"].add_argument("--no-resume", dest="resume", action="store_false")
+    return parser
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    """Train the requested models of a run (one process, or every rank under torchrun)."""
+    from nbutils.config import resolve
+    from nbutils.runs import create_run
+    from nbutils.train import init_distributed, load_run_data, select_device, train_model
+
+    cfg = resolve(args.profile, run_dir=args.run_dir, **common_overrides(args))
+    models = [m for m in args.models.split(",") if m]
+    bad = sorted(set(models) - {"coarse", "baseline"})
+    if bad:
+        raise SystemExit(f"--models: unknown {bad}; allowed: coarse, baseline")
+    ddp = init_distributed(select_device(cfg.device))
+    if ddp.main:
+        create_run(cfg, force=args.force)
+    data = load_run_data(cfg)
+    for model in models:
+        log = train_model(cfg, model, data, resume=args.resume, progress=args.progress and ddp.main)
+        if ddp.main and log:
+            print(f"{model}: epoch {log[-1]['epoch']} train_acc {log[-1]['train_acc']:.4f} "
+                  f"test_acc {log[-1]['test_acc']:.4f}")
+
+
+def cmd_analyze(args: argparse.Namespace) -> None:
+    """Stages 02-04 without Jupyter: features, NC metrics, recovery, controls, results."""
+    from nbutils import analysis, features, results
+    from nbutils.runs import load_run
+    from nbutils.train import load_run_data
+
+    overrides = common_overrides(args)
+    cfg = load_run(args.run_dir, args.profile, **overrides)
+    features.extract_run(cfg, progress=args.progress)
+    for model in analysis.trained_models(cfg):
+        analysis.collapse_history(cfg, model, progress=args.progress)
+    analysis.recovery_history(cfg, progress=args.progress)
+    analysis.controls(cfg, load_run_data(cfg))
+    res = results.write_results(cfg)
+    print(results.markdown_table(res))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Dispatch a sub-command; errors in parameters exit with their message."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "reproduce":
+            from nbutils.reproduce import reproduce
+
+            reproduce(args.profile, run_dir=args.run_dir, force=args.force,
+                      publish_dir=args.publish_dir, **common_overrides(args))
+        elif args.command == "train":
+            cmd_train(args)
+        else:
+            cmd_analyze(args)
+    except Exception as err:
+        from nbutils.reproduce import NotebookFailed
+        from nbutils.runs import ArtifactError, RunConfigMismatch
+
+        if isinstance(err, (ValueError, ArtifactError, RunConfigMismatch, NotebookFailed)):
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

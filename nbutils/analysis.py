@@ -1,0 +1,136 @@
+"""Per-checkpoint analysis of a run: collapse metrics, fine-label recovery and the controls."""
+
+from __future__ import annotations
+
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from nbutils.collapse import collapse_report
+from nbutils.config import RunConfig
+from nbutils.data import class_names, mapping_table, stratified_subset
+from nbutils.features import load_features
+from nbutils.recovery import Recovery, raw_pixel_features, recover_fine_labels
+from nbutils.runs import load_json, model_dir, record_time, save_json
+from nbutils.train import RunData
+from nbutils.viz import umap_embedding
+
+TRAINED_ON = {"coarse": "coarse", "baseline": "fine"}
+
+
+def trained_models(cfg: RunConfig) -> tuple[str, ...]:
+    """The models a run trains."""
+    return ("coarse", "baseline") if cfg.train_baseline else ("coarse",)
+
+
+def clean_accuracy(feats: dict[str, np.ndarray], model: str, split: str) -> float:
+    """Eval-mode accuracy of the head on the labels `model` was trained on."""
+    fine = feats[f"{split}_fine"]
+    target = feats["fine_to_coarse"][fine] if model == "coarse" else fine
+    return float((feats[f"{split}_pred"] == target).mean())
+
+
+def collapse_at(cfg: RunConfig, model: str, epoch: int) -> dict[str, Any]:
+    """SPEC 5 metrics of one checkpoint's train features, plus its clean accuracies."""
+    f = load_features(cfg, model, epoch)
+    report = collapse_report(
+        f["train_features"], f["train_fine"], f["fine_to_coarse"], TRAINED_ON[model],
+        head_weight=f["head_weight"], head_bias=f["head_bias"],
+    )
+    return {"epoch": epoch, "train_acc": clean_accuracy(f, model, "train"),
+            "test_acc": clean_accuracy(f, model, "test"), "nc": report}
+
+
+def collapse_history(cfg: RunConfig, model: str, progress: bool = True) -> list[dict]:
+    """Collapse metrics at every checkpoint of `model`, saved to <model>/collapse.json."""
+    t0 = time.perf_counter()
+    history = [collapse_at(cfg, model, e)
+               for e in tqdm(cfg.checkpoint_epochs, desc=f"NC {model}", disable=not progress)]
+    save_json(model_dir(cfg, model) / "collapse.json", history)
+    record_time(cfg, f"collapse_{model}", time.perf_counter() - t0)
+    return history
+
+
+def recover(cfg: RunConfig, feats: dict[str, np.ndarray], use_pred: bool) -> Recovery:
+    """The SPEC 4 protocol on one feature file (variant b only where the head predicts coarse)."""
+    return recover_fine_labels(
+        feats["train_features"], feats["train_fine"], feats["test_features"], feats["test_fine"],
+        feats["fine_to_coarse"], test_coarse_pred=feats["test_pred"] if use_pred else None,
+        n_init=cfg.n_init, seed=cfg.seed, feature_norm=cfg.feature_norm,
+    )
+
+
+def recovery_history(cfg: RunConfig, progress: bool = True) -> list[dict]:
+    """Recovery metrics of the coarse model at every checkpoint, saved to coarse/recovery.json."""
+    t0 = time.perf_counter()
+    history = []
+    for epoch in tqdm(cfg.checkpoint_epochs, desc="recovery", disable=not progress):
+        result = recover(cfg, load_features(cfg, "coarse", epoch), use_pred=True)
+        history.append({"epoch": epoch, "recovery": result.metrics})
+    save_json(model_dir(cfg, "coarse") / "recovery.json", history)
+    record_time(cfg, "recovery", time.perf_counter() - t0)
+    return history
+
+
+def controls(cfg: RunConfig, data: RunData) -> dict[str, dict]:
+    """Recovery from random-init features (the coarse model at epoch 0) and from raw pixels."""
+    t0 = time.perf_counter()
+    random_init = recover(cfg, load_features(cfg, "coarse", 0), use_pred=False).metrics
+    raw = recover_fine_labels(
+        raw_pixel_features(data.train.images), data.train.labels,
+        raw_pixel_features(data.test.images), data.test.labels, data.fine_to_coarse,
+        n_init=cfg.n_init, seed=cfg.seed, feature_norm=cfg.feature_norm,
+    ).metrics
+    out = {"random_init": random_init, "raw_pixels": raw}
+    save_json(Path(cfg.run_dir) / "controls.json", out)
+    record_time(cfg, "controls", time.perf_counter() - t0)
+    return out
+
+
+def final_recovery(cfg: RunConfig) -> Recovery:
+    """The full recovery result (with label arrays) of the coarse model's last checkpoint."""
+    return recover(cfg, load_features(cfg, "coarse", cfg.epochs), use_pred=True)
+
+
+def load_history(cfg: RunConfig) -> list[dict]:
+    """Per-checkpoint entries merging recovery and the coarse model's collapse metrics."""
+    nc = {h["epoch"]: h for h in load_json(model_dir(cfg, "coarse") / "collapse.json")}
+    rec = {h["epoch"]: h for h in load_json(model_dir(cfg, "coarse") / "recovery.json")}
+    return [{"epoch": e, "coarse_train_acc": nc[e]["train_acc"],
+             "coarse_test_acc": nc[e]["test_acc"], "nc": nc[e]["nc"],
+             "recovery": rec[e]["recovery"]} for e in sorted(nc) if e in rec]
+
+
+def fine_names(cfg: RunConfig, feats: dict[str, np.ndarray]) -> list[str]:
+    """Names of the fine classes of a run's dataset."""
+    return class_names(cfg.dataset, len(feats["fine_to_coarse"]))
+
+
+def umap_views(cfg: RunConfig, epoch: int | None = None) -> dict[str, Any]:
+    """UMAP embeddings of a stratified train sample: all points, then each super-class alone."""
+    t0 = time.perf_counter()
+    feats = load_features(cfg, "coarse", cfg.epochs if epoch is None else epoch)
+    fine_all, f2c = feats["train_fine"], feats["fine_to_coarse"]
+    per_class = max(1, cfg.umap_points // len(f2c))
+    idx = stratified_subset(fine_all, min(per_class, int(np.bincount(fine_all).min())), cfg.seed)
+    x, fine = feats["train_features"][idx], fine_all[idx]
+    coarse = f2c[fine]
+    names = fine_names(cfg, feats)
+    groups = mapping_table(f2c, names)
+    embed = partial(umap_embedding, n_neighbors=cfg.umap_neighbors, seed=cfg.seed)
+    members = [np.flatnonzero(f2c == s) for s in range(len(groups))]
+    views = {
+        "all": embed(x), "coarse": coarse,
+        "coarse_names": [" / ".join(groups[s]) for s in range(len(groups))],
+        "per_superclass": [embed(x[coarse == s]) for s in range(len(groups))],
+        # Fine labels renumbered 0..k-1 inside each super-class, so each panel has its own legend.
+        "fine": [np.searchsorted(members[s], fine[coarse == s]) for s in range(len(groups))],
+        "fine_names": [groups[s] for s in range(len(groups))],
+        "titles": [f"super-class {s}: {' / '.join(groups[s])}" for s in range(len(groups))],
+    }
+    record_time(cfg, "umap", time.perf_counter() - t0)
+    return views

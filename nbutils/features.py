@@ -1,0 +1,88 @@
+"""Eval-mode penultimate features of every saved checkpoint, written into the run directory."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from nbutils.config import RunConfig
+from nbutils.data import channel_stats, normalize, to_tensor
+from nbutils.runs import (
+    ArtifactError, checkpoint_path, features_path, load_npz, record_time, save_npz,
+)
+from nbutils.train import RunData, load_model, load_run_data, select_device
+
+
+@torch.no_grad()
+def extract(
+    model: torch.nn.Module, images: torch.Tensor, stats: tuple[torch.Tensor, torch.Tensor],
+    batch_size: int, progress: bool = False, desc: str = "features",
+) -> tuple[np.ndarray, np.ndarray]:
+    """(float32 features N x D, head predictions N) of uint8 NCHW `images`, in batches."""
+    model.eval()
+    feats, preds = [], []
+    for start in tqdm(range(0, len(images), batch_size), desc=desc, leave=False,
+                      disable=not progress):
+        x = normalize(images[start:start + batch_size], *stats)
+        # float32, no autocast: NC1 measures a small within-class spread that bf16 would blur.
+        h, logits = model.forward_with_features(x.contiguous(memory_format=torch.channels_last))
+        feats.append(h.float())
+        preds.append(logits.argmax(1))
+    return torch.cat(feats).cpu().numpy(), torch.cat(preds).cpu().numpy()
+
+
+def extract_checkpoint(
+    cfg: RunConfig, model_name: str, epoch: int, data: RunData, device: torch.device,
+    progress: bool = True,
+) -> Path:
+    """Compute and save train/test features of one checkpoint; returns the file."""
+    num_classes = data.num_classes(model_name)
+    model = load_model(cfg, model_name, epoch, num_classes, device)
+    stats = tuple(torch.tensor(s, device=device) for s in channel_stats(cfg.dataset))
+    arrays = {}
+    for split in ("train", "test"):
+        images = to_tensor(getattr(data, split).images, device)
+        feats, preds = extract(model, images, stats, cfg.eval_batch_size, progress,
+                               desc=f"{model_name} epoch {epoch} {split}")
+        arrays[f"{split}_features"] = feats
+        arrays[f"{split}_pred"] = preds
+        arrays[f"{split}_fine"] = getattr(data, split).labels
+    return save_npz(
+        features_path(cfg, model_name, epoch), **arrays,
+        head_weight=model.head.weight.detach().cpu().numpy(),
+        head_bias=model.head.bias.detach().cpu().numpy(),
+        fine_to_coarse=data.fine_to_coarse, epoch=np.int64(epoch),
+    )
+
+
+def extract_run(
+    cfg: RunConfig, models: tuple[str, ...] | None = None, overwrite: bool = False,
+    progress: bool = True,
+) -> list[Path]:
+    """Features of every checkpoint of every trained model; existing files are kept."""
+    models = models or (("coarse", "baseline") if cfg.train_baseline else ("coarse",))
+    device = select_device(cfg.device)
+    data = load_run_data(cfg)
+    todo = [(m, e) for m in models for e in cfg.checkpoint_epochs
+            if overwrite or not features_path(cfg, m, e).is_file()]
+    missing = [str(checkpoint_path(cfg, m, e)) for m, e in todo
+               if not checkpoint_path(cfg, m, e).is_file()]
+    if missing:
+        raise ArtifactError(
+            "checkpoints missing (train them with notebook 01 first): " + ", ".join(missing)
+        )
+    t0 = time.perf_counter()
+    for m, e in tqdm(todo, desc="checkpoints", disable=not progress):
+        extract_checkpoint(cfg, m, e, data, device, progress)
+    if todo:
+        record_time(cfg, "features", time.perf_counter() - t0)
+    return [features_path(cfg, m, e) for m in models for e in cfg.checkpoint_epochs]
+
+
+def load_features(cfg: RunConfig, model_name: str, epoch: int) -> dict[str, np.ndarray]:
+    """The saved feature arrays of one checkpoint."""
+    return load_npz(features_path(cfg, model_name, epoch))

@@ -1,0 +1,353 @@
+"""Recovering fine labels from coarse-trained features (SPEC section 4).
+
+Per super-class k-means on train features, Hungarian matching of clusters to fine classes,
+nearest-centroid labelling of test images inside the true (a) or the predicted (b) super-class,
+NMI/ARI, per-super-class accuracies and a linear probe on the reconstructed labels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.optimize import linear_sum_assignment
+from sklearn.cluster import KMeans
+from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+FEATURE_NORMS = ("none", "l2", "center_l2", "standardize")
+METRIC_KEYS = (
+    "train_cluster_acc",
+    "test_acc_true_coarse",
+    "test_acc_pred_coarse",
+    "nmi",
+    "ari",
+    "linear_probe_test_acc",
+    "per_superclass",
+    "per_superclass_train",
+)
+_EPS = 1e-12
+
+
+@dataclass
+class Recovery:
+    """Result of `recover_fine_labels`: metrics plus the reconstructed labels and centroids.
+
+    `centroids[s]` has one row per fine class of super-class s, in ascending fine-label order
+    (row j is the centroid matched to the j-th smallest fine label of s), in the normalised
+    feature space that k-means saw.
+    """
+
+    metrics: dict
+    train_reconstructed: np.ndarray
+    test_pred_true_coarse: np.ndarray
+    test_pred_pred_coarse: np.ndarray | None
+    centroids: list[np.ndarray]
+
+
+def _contingency(a: np.ndarray, b: np.ndarray, n_a: int, n_b: int) -> np.ndarray:
+    """Counts of (a, b) pairs as an n_a x n_b table; a and b are 0-based codes."""
+    return np.bincount(a * n_b + b, minlength=n_a * n_b).reshape(n_a, n_b)
+
+
+def _check_same_length(name_a: str, a: np.ndarray, name_b: str, b: np.ndarray) -> None:
+    """Raise ValueError unless a and b are 1-D arrays of the same length."""
+    if a.ndim != 1 or b.ndim != 1 or len(a) != len(b):
+        raise ValueError(
+            f"{name_a} and {name_b} must be 1-D arrays of the same length, "
+            f"got shapes {a.shape} and {b.shape}"
+        )
+
+
+def cluster_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Best accuracy over one-to-one matchings of predicted cluster ids to true labels."""
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    _check_same_length("y_true", y_true, "y_pred", y_pred)
+    if len(y_true) == 0:
+        raise ValueError("y_true must not be empty")
+    true_ids, t = np.unique(y_true, return_inverse=True)
+    pred_ids, p = np.unique(y_pred, return_inverse=True)
+    table = _contingency(t.ravel(), p.ravel(), len(true_ids), len(pred_ids))
+    rows, cols = linear_sum_assignment(table, maximize=True)
+    return float(table[rows, cols].sum() / len(y_true))
+
+
+def match_clusters(
+    y_true: np.ndarray, clusters: np.ndarray, n_clusters: int, candidate_labels: np.ndarray
+) -> np.ndarray:
+    """Hungarian map cluster id -> candidate label maximising agreement with y_true.
+
+    With more clusters than candidates the clusters left unmatched take the candidate they
+    overlap most (ties: the earlier candidate); samples whose y_true is not a candidate are ignored.
+    """
+    y_true, clusters = np.asarray(y_true), np.asarray(clusters)
+    candidates = np.asarray(candidate_labels)
+    _check_same_length("y_true", y_true, "clusters", clusters)
+    if candidates.ndim != 1 or candidates.size == 0 or np.unique(candidates).size < candidates.size:
+        raise ValueError("candidate_labels must be a non-empty 1-D array of distinct labels")
+    n_clusters = _check_int("n_clusters", n_clusters, 1)
+    if len(clusters) and (clusters.min() < 0 or clusters.max() >= n_clusters):
+        raise ValueError(f"clusters must lie in 0..n_clusters-1 = 0..{n_clusters - 1}")
+    order = np.argsort(candidates, kind="stable")
+    pos = np.searchsorted(candidates[order], y_true).clip(max=len(candidates) - 1)
+    known = candidates[order][pos] == y_true
+    table = _contingency(clusters[known], order[pos[known]], n_clusters, len(candidates))
+    mapping = candidates[table.argmax(axis=1)]
+    rows, cols = linear_sum_assignment(table, maximize=True)
+    mapping[rows] = candidates[cols]
+    return mapping
+
+
+def _check_feature_norm(method: str) -> None:
+    """Raise ValueError unless method is one of FEATURE_NORMS."""
+    if method not in FEATURE_NORMS:
+        raise ValueError(f"feature_norm must be one of {FEATURE_NORMS}, got {method!r}")
+
+
+def _l2_rows(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm; all-zero rows stay zero."""
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), _EPS).astype(x.dtype)
+
+
+def normalize_features(
+    train: np.ndarray, test: np.ndarray, method: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Normalise train and test features with statistics computed on train only."""
+    _check_feature_norm(method)
+    train, test = np.asarray(train), np.asarray(test)
+    if method == "none":
+        return train, test
+    if method == "l2":
+        return _l2_rows(train), _l2_rows(test)
+    # Moments in float64 so that float32 features with a large offset keep their precision.
+    mean = train.mean(axis=0, dtype=np.float64).astype(train.dtype)
+    if method == "center_l2":
+        return _l2_rows(train - mean), _l2_rows(test - mean)
+    std = train.std(axis=0, dtype=np.float64)
+    std = np.where(std > _EPS, std, 1.0).astype(train.dtype)
+    return (train - mean) / std, (test - mean) / std
+
+
+def _check_features(name: str, x: np.ndarray) -> np.ndarray:
+    """A 2-D, non-empty, finite float feature array, or ValueError naming `name`."""
+    x = np.asarray(x)
+    if x.ndim != 2 or x.shape[0] == 0 or not np.issubdtype(x.dtype, np.floating):
+        raise ValueError(f"{name} must be a non-empty 2-D float array, got {x.dtype} {x.shape}")
+    if not np.isfinite(x).all():
+        raise ValueError(f"{name} must be finite (no NaN or inf)")
+    return x
+
+
+def _check_labels(name: str, y: np.ndarray, n: int, num: int, what: str) -> np.ndarray:
+    """A 1-D integer label array of length n with values in 0..num-1, or ValueError."""
+    y = np.asarray(y)
+    if y.ndim != 1 or len(y) != n or not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"{name} must be a 1-D int array of length {n}, got {y.dtype} {y.shape}")
+    if len(y) and (y.min() < 0 or y.max() >= num):
+        raise ValueError(
+            f"{name} must lie in 0..{num - 1} ({what}), got values in {y.min()}..{y.max()}"
+        )
+    return y.astype(np.int64, copy=False)
+
+
+def _check_fine_to_coarse(fine_to_coarse: np.ndarray) -> np.ndarray:
+    """A 1-D integer map fine -> super-class that uses every id 0..G-1, or ValueError."""
+    f2c = np.asarray(fine_to_coarse)
+    if f2c.ndim != 1 or len(f2c) == 0 or not np.issubdtype(f2c.dtype, np.integer):
+        raise ValueError(f"fine_to_coarse must be a non-empty 1-D int array, got {f2c.shape}")
+    if f2c.min() < 0 or len(np.unique(f2c)) != f2c.max() + 1:
+        raise ValueError(
+            f"fine_to_coarse must use every super-class id 0..G-1 exactly, got ids {np.unique(f2c)}"
+        )
+    return f2c.astype(np.int64, copy=False)
+
+
+def _check_int(name: str, value: int, minimum: int) -> int:
+    """value as a Python int >= minimum, or ValueError naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _group_accuracy(correct: np.ndarray, groups: np.ndarray, n_groups: int) -> list[float | None]:
+    """Accuracy within each group; None for a group with no samples."""
+    hits = np.bincount(groups, weights=correct, minlength=n_groups)
+    counts = np.bincount(groups, minlength=n_groups)
+    return [float(h / c) if c else None for h, c in zip(hits, counts, strict=True)]
+
+
+def _nearest_fine(
+    x: np.ndarray, groups: np.ndarray, centroids: list[np.ndarray], fine_of: list[np.ndarray]
+) -> np.ndarray:
+    """Fine label of the nearest centroid among the centroids of each sample's group."""
+    out = np.empty(len(x), dtype=np.int64)
+    for s, (c, fine) in enumerate(zip(centroids, fine_of, strict=True)):
+        idx = np.flatnonzero(groups == s)
+        c64 = c.astype(np.float64)
+        # ||x||^2 is the same for every centroid, so it drops out of the argmin.
+        scores = x[idx].astype(np.float64) @ c64.T * -2.0 + (c64 * c64).sum(axis=1)
+        out[idx] = fine[scores.argmin(axis=1)]
+    return out
+
+
+def _kmeans_superclass(
+    x: np.ndarray, fine_true: np.ndarray, fine: np.ndarray, n_init: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """k-means on one super-class; reconstructed labels and centroids ordered like `fine`."""
+    km = KMeans(n_clusters=len(fine), n_init=n_init, random_state=seed).fit(x)
+    mapping = match_clusters(fine_true, km.labels_, len(fine), fine)
+    centroids = np.empty_like(km.cluster_centers_)
+    centroids[np.searchsorted(fine, mapping)] = km.cluster_centers_
+    return mapping[km.labels_], centroids
+
+
+def recover_fine_labels(
+    train_features: np.ndarray,
+    train_fine: np.ndarray,
+    test_features: np.ndarray,
+    test_fine: np.ndarray,
+    fine_to_coarse: np.ndarray,
+    test_coarse_pred: np.ndarray | None = None,
+    n_init: int = 10,
+    seed: int = 0,
+    feature_norm: str = "none",
+    probe: bool = True,
+) -> Recovery:
+    """Run the SPEC 4 protocol: per-super-class k-means, Hungarian matching, test variants a/b.
+
+    The linear probe is trained on the normalised train features with the reconstructed labels.
+    A super-class with no samples in a split gets None in that split's per-super-class list.
+    """
+    train_features = _check_features("train_features", train_features)
+    test_features = _check_features("test_features", test_features)
+    if test_features.shape[1] != train_features.shape[1]:
+        raise ValueError(
+            f"test_features must have the same dimension as train_features "
+            f"({train_features.shape[1]}), got {test_features.shape[1]}"
+        )
+    f2c = _check_fine_to_coarse(fine_to_coarse)
+    n_fine, n_coarse = len(f2c), int(f2c.max()) + 1
+    covered = f"fine_to_coarse covers {n_fine} fine classes"
+    train_fine = _check_labels("train_fine", train_fine, len(train_features), n_fine, covered)
+    test_fine = _check_labels("test_fine", test_fine, len(test_features), n_fine, covered)
+    if test_coarse_pred is not None:
+        test_coarse_pred = _check_labels(
+            "test_coarse_pred", test_coarse_pred, len(test_features), n_coarse,
+            f"fine_to_coarse has {n_coarse} super-classes",
+        )
+    n_init = _check_int("n_init", n_init, 1)
+    seed = _check_int("seed", seed, 0)
+    _check_feature_norm(feature_norm)
+    if not isinstance(probe, (bool, np.bool_)):
+        raise ValueError(f"probe must be a bool, got {probe!r}")
+    fine_of = [np.flatnonzero(f2c == s) for s in range(n_coarse)]
+    train_coarse, test_coarse = f2c[train_fine], f2c[test_fine]
+    sizes = np.bincount(train_coarse, minlength=n_coarse)
+    short = [s for s in range(n_coarse) if sizes[s] < len(fine_of[s])]
+    if short:
+        raise ValueError(
+            f"train_fine needs at least as many samples per super-class as it has fine classes; "
+            f"super-classes {short} have too few"
+        )
+
+    train_x, test_x = normalize_features(train_features, test_features, feature_norm)
+    train_rec = np.empty(len(train_x), dtype=np.int64)
+    centroids = []
+    for s, fine in enumerate(fine_of):
+        idx = np.flatnonzero(train_coarse == s)
+        train_rec[idx], c = _kmeans_superclass(train_x[idx], train_fine[idx], fine, n_init, seed)
+        centroids.append(c)
+    pred_a = _nearest_fine(test_x, test_coarse, centroids, fine_of)
+    pred_b = None if test_coarse_pred is None else _nearest_fine(
+        test_x, test_coarse_pred, centroids, fine_of
+    )
+    probe_acc = None
+    if probe:
+        probe_acc = linear_probe(train_x, train_rec, test_x, test_fine, n_fine, seed=seed)
+
+    metrics = {
+        "train_cluster_acc": float(np.mean(train_rec == train_fine)),
+        "test_acc_true_coarse": float(np.mean(pred_a == test_fine)),
+        "test_acc_pred_coarse": None if pred_b is None else float(np.mean(pred_b == test_fine)),
+        "nmi": float(normalized_mutual_info_score(train_fine, train_rec)),
+        # ARI can dip below 0 for worse-than-chance labellings; clip to keep metrics in [0, 1].
+        "ari": float(max(adjusted_rand_score(train_fine, train_rec), 0.0)),
+        "linear_probe_test_acc": probe_acc,
+        "per_superclass": _group_accuracy(pred_a == test_fine, test_coarse, n_coarse),
+        "per_superclass_train": _group_accuracy(train_rec == train_fine, train_coarse, n_coarse),
+    }
+    return Recovery(metrics, train_rec, pred_a, pred_b, centroids)
+
+
+def linear_probe(
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    test_x: np.ndarray,
+    test_y: np.ndarray,
+    num_classes: int | None = None,
+    seed: int = 0,
+    weight_decay: float = 1e-4,
+    max_iter: int = 100,
+) -> float:
+    """Test accuracy of L2-regularised multinomial logistic regression (full-batch LBFGS).
+
+    Features are standardised with train statistics; the loss is mean cross-entropy plus
+    weight_decay / 2 * ||W||^2 (bias not penalised). The problem is convex, so `seed` only sets
+    the small random starting point, drawn from a local torch.Generator.
+    """
+    train_x = _check_features("train_x", train_x)
+    test_x = _check_features("test_x", test_x)
+    if test_x.shape[1] != train_x.shape[1]:
+        raise ValueError(f"test_x must have {train_x.shape[1]} columns, got {test_x.shape[1]}")
+    seen = max(int(np.max(train_y, initial=0)), int(np.max(test_y, initial=0))) + 1
+    n_classes = seen if num_classes is None else _check_int("num_classes", num_classes, 1)
+    train_y = _check_labels("train_y", train_y, len(train_x), n_classes, "num_classes")
+    test_y = _check_labels("test_y", test_y, len(test_x), n_classes, "num_classes")
+    seed = _check_int("seed", seed, 0)
+    max_iter = _check_int("max_iter", max_iter, 1)
+    if not weight_decay >= 0:
+        raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
+
+    x = torch.as_tensor(np.asarray(train_x, dtype=np.float32))
+    mean, std = x.mean(dim=0), x.std(dim=0)
+    std = torch.where(std > _EPS, std, torch.ones_like(std))
+    x = (x - mean) / std
+    y = torch.as_tensor(train_y)
+    gen = torch.Generator().manual_seed(seed)
+    # (classes x features) layout: the weight gradient is then g.T @ x, which torch's CPU matmul
+    # runs about 10x faster than the x.T @ g that a (features x classes) weight needs.
+    w = (0.01 * torch.randn(n_classes, x.shape[1], generator=gen)).requires_grad_()
+    b = torch.zeros(n_classes, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], max_iter=max_iter, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        """Full-batch regularised loss with gradients."""
+        opt.zero_grad()
+        loss = F.cross_entropy(F.linear(x, w, b), y) + 0.5 * weight_decay * (w * w).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    with torch.no_grad():
+        xt = (torch.as_tensor(np.asarray(test_x, dtype=np.float32)) - mean) / std
+        pred = F.linear(xt, w, b).argmax(dim=1).numpy()
+    return float(np.mean(pred == test_y))
+
+
+def raw_pixel_features(images: np.ndarray) -> np.ndarray:
+    """Raw-pixel control of SPEC 4: uint8 N x H x W x 3 images -> float32 N x (H*W*3) features.
+
+    Pixels are scaled to [0, 1] and centred per channel with this array's own channel means
+    (so train and test are each centred by their own means); rows keep the HWC order.
+    """
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3 or len(images) == 0:
+        raise ValueError(
+            f"images must be a non-empty uint8 array N x H x W x 3, got {images.dtype} "
+            f"{images.shape}"
+        )
+    x = images.astype(np.float32)
+    x *= np.float32(1 / 255)
+    x -= images.mean(axis=(0, 1, 2), dtype=np.float64).astype(np.float32) / np.float32(255)
+    return x.reshape(len(images), -1)

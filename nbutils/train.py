@@ -1,0 +1,294 @@
+"""Training: SGD with a decaying schedule on device-resident data, checkpoints and exact resume."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from nbutils.config import RunConfig
+from nbutils.data import (
+    Split, augment, channel_stats, coarse_mapping, load_cifar, normalize, stratified_subset,
+    to_tensor,
+)
+from nbutils.models import ResNet18
+from nbutils.runs import (
+    ArtifactError, checkpoint_path, device_name, load_json, load_torch, model_dir, save_json, save_torch,
+)
+
+
+@dataclass
+class RunData:
+    """The run's splits (subset applied) and its fine -> super-class mapping."""
+
+    train: Split
+    test: Split
+    fine_to_coarse: np.ndarray
+
+    def labels(self, model: str, split: str) -> np.ndarray:
+        """Labels `model` is trained on: super-classes for 'coarse', fine ones for 'baseline'."""
+        fine = getattr(self, split).labels
+        return self.fine_to_coarse[fine] if model == "coarse" else fine
+
+    def num_classes(self, model: str) -> int:
+        """Output size of `model`'s head."""
+        return int(self.fine_to_coarse.max() + 1) if model == "coarse" else len(self.fine_to_coarse)
+
+
+def load_run_data(cfg: RunConfig) -> RunData:
+    """Load the data a run uses, with the seeded stratified subsets of its profile."""
+    train, test = load_cifar(cfg.data_root, cfg.dataset)
+    if cfg.train_per_class:
+        train = train.take(stratified_subset(train.labels, cfg.train_per_class, cfg.seed))
+    if cfg.test_per_class:
+        test = test.take(stratified_subset(test.labels, cfg.test_per_class, cfg.seed))
+    return RunData(train, test, coarse_mapping(cfg.mapping, cfg.dataset, train))
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX-512 BF16 or AMX); elsewhere bf16 is slower."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def select_device(name: str) -> torch.device:
+    """The device for `name` ('auto' picks this process's GPU when one is present)."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device: 'cuda' was asked for but no GPU is available; use 'auto' or 'cpu'")
+    if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+
+
+def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """bf16 for autocast when asked for, or on 'auto' where the hardware runs it fast."""
+    if amp == "off":
+        return None
+    if amp == "bf16" or device.type == "cuda" or cpu_has_bf16():
+        return torch.bfloat16
+    return None
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """Autocast context for `dtype`, or a no-op."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def lr_at(step: int, total: int, cfg: RunConfig) -> float:
+    """Learning rate at optimiser step `step` of `total` (a pure function: resume is exact)."""
+    t = step / max(total, 1)
+    if cfg.schedule == "cosine":
+        warm = min(1.0, (step + 1) / max(1, total // 100))
+        return cfg.lr * warm * 0.5 * (1 + math.cos(math.pi * t))
+    if cfg.schedule == "step":
+        return cfg.lr * 0.1 ** (int(t >= 0.5) + int(t >= 0.75))
+    # One-cycle (as torch's OneCycleLR): cosine warm-up over 30% from lr/25, then cosine to ~0.
+    peak, start, end = cfg.lr, cfg.lr / 25, cfg.lr / 25e4
+    if t < 0.3:
+        return start + (peak - start) * 0.5 * (1 - math.cos(math.pi * t / 0.3))
+    return end + (peak - end) * 0.5 * (1 + math.cos(math.pi * (t - 0.3) / 0.7))
+
+
+@dataclass
+class Dist:
+    """This process's place in a (possibly single-process) distributed run."""
+
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        """Whether this process writes artifacts."""
+        return self.rank == 0
+
+
+def init_distributed(device: torch.device) -> Dist:
+    """Join the torchrun process group when launched by torchrun, else a single process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Dist()
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Dist(dist.get_rank(), dist.get_world_size())
+
+
+def build_model(cfg: RunConfig, num_classes: int, device: torch.device) -> ResNet18:
+    """The seeded ResNet-18 in channels_last on `device`."""
+    torch.manual_seed(cfg.seed)
+    return ResNet18(num_classes, cfg.width).to(device, memory_format=torch.channels_last)
+
+
+def make_optimizer(cfg: RunConfig, model: torch.nn.Module) -> torch.optim.SGD:
+    """SGD with momentum and weight decay (lr is set every step by the schedule)."""
+    return torch.optim.SGD(
+        model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+    )
+
+
+@torch.no_grad()
+def evaluate(
+    model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, stats: tuple,
+    batch_size: int, dtype: torch.dtype | None, ddp: Dist = Dist(),
+) -> tuple[float, float]:
+    """(mean loss, accuracy) in eval mode without augmentation; shards over ranks."""
+    model.eval()
+    mean, std = stats
+    loss = torch.zeros((), dtype=torch.float64, device=images.device)
+    correct = torch.zeros((), dtype=torch.int64, device=images.device)
+    for start in range(ddp.rank * batch_size, len(labels), batch_size * ddp.world):
+        x = normalize(images[start:start + batch_size], mean, std)
+        y = labels[start:start + batch_size]
+        with autocast(images.device, dtype):
+            logits = model(x.contiguous(memory_format=torch.channels_last)).float()
+        loss += F.cross_entropy(logits, y, reduction="sum").double()
+        correct += (logits.argmax(1) == y).sum()
+    totals = torch.stack([loss, correct.double()])
+    if ddp.world > 1:
+        dist.all_reduce(totals)
+    return float(totals[0]) / len(labels), float(totals[1]) / len(labels)
+
+
+def epoch_generator(cfg: RunConfig, epoch: int, device: torch.device) -> torch.Generator:
+    """RNG for one epoch's order and augmentation, derived from (seed, epoch) for exact resume."""
+    return torch.Generator(device).manual_seed(cfg.seed * 1_000_003 + epoch)
+
+
+def steps_per_epoch(n: int, cfg: RunConfig) -> int:
+    """Optimiser steps in one epoch over `n` samples (the last batch may be smaller)."""
+    return math.ceil(n / cfg.batch_size)
+
+
+def train_epoch(
+    model: torch.nn.Module, opt: torch.optim.Optimizer, images: torch.Tensor,
+    labels: torch.Tensor, cfg: RunConfig, epoch: int, stats: tuple, dtype: torch.dtype | None,
+    ddp: Dist, progress: bool,
+) -> tuple[float, float]:
+    """One epoch over this rank's shard; returns global (mean loss, accuracy) under augmentation."""
+    model.train()
+    dev = images.device
+    gen = epoch_generator(cfg, epoch, dev)
+    order = torch.randperm(len(labels), generator=gen, device=dev)[ddp.rank::ddp.world]
+    per_rank = cfg.batch_size // ddp.world
+    steps = steps_per_epoch(len(labels), cfg)
+    total = steps * cfg.epochs
+    loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
+    correct = torch.zeros((), dtype=torch.int64, device=dev)
+    bar = tqdm(range(steps), desc=f"epoch {epoch}", leave=False, disable=not progress)
+    for i in bar:
+        idx = order[i * per_rank:(i + 1) * per_rank]
+        x = augment(images[idx], gen)
+        x = normalize(x, *stats).contiguous(memory_format=torch.channels_last)
+        y = labels[idx]
+        for group in opt.param_groups:
+            group["lr"] = lr_at((epoch - 1) * steps + i, total, cfg)
+        with autocast(dev, dtype):
+            logits = model(x)
+            loss = F.cross_entropy(logits.float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        # Accumulated on the device: no host sync inside the step.
+        loss_sum += loss.detach().double() * len(y)
+        correct += (logits.detach().argmax(1) == y).sum()
+    totals = torch.stack([loss_sum, correct.double()])
+    if ddp.world > 1:
+        dist.all_reduce(totals)
+    return float(totals[0]) / len(labels), float(totals[1]) / len(labels)
+
+
+def restore(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer) -> tuple[int, list]:
+    """Load the resume state; returns (completed epochs, log so far)."""
+    state = load_torch(path)
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    return state["epoch"], state["log"]
+
+
+def train_model(
+    cfg: RunConfig, model_name: str, data: RunData | None = None, resume: bool = True,
+    progress: bool = True,
+) -> list[dict]:
+    """Train `model_name` ('coarse' or 'baseline'), checkpointing; returns the per-epoch log."""
+    device = select_device(cfg.device)
+    ddp = init_distributed(device)
+    if cfg.batch_size % ddp.world:
+        raise ValueError(f"batch_size: {cfg.batch_size} is not divisible by {ddp.world} ranks")
+    data = data or load_run_data(cfg)
+    dtype = amp_dtype(cfg.amp, device)
+    out = model_dir(cfg, model_name)
+    stats = tuple(torch.tensor(s, device=device) for s in channel_stats(cfg.dataset))
+    x_tr, x_te = to_tensor(data.train.images, device), to_tensor(data.test.images, device)
+    y_tr = torch.from_numpy(data.labels(model_name, "train")).to(device)
+    y_te = torch.from_numpy(data.labels(model_name, "test")).to(device)
+    model = build_model(cfg, data.num_classes(model_name), device)
+    opt = make_optimizer(cfg, model)
+    start, log = 0, []
+    last = out / "last.pt"
+    if resume and last.is_file():
+        start, log = restore(last, model, opt)
+    elif ddp.main:
+        save_torch(checkpoint_path(cfg, model_name, 0), {"model": model.state_dict(), "epoch": 0})
+    net = model
+    if ddp.world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    if cfg.compile:
+        net = torch.compile(net)
+    steps = steps_per_epoch(len(y_tr), cfg)
+    if ddp.main:
+        save_json(out / "train_meta.json", {
+            "device": device_name(device), "amp": str(dtype).replace("torch.", "") if dtype else "off",
+            "world_size": ddp.world, "num_classes": data.num_classes(model_name),
+            "train_size": len(y_tr), "test_size": len(y_te),
+        })
+    for epoch in tqdm(range(start + 1, cfg.epochs + 1), desc=model_name, disable=not progress,
+                      initial=start, total=cfg.epochs):
+        t0 = time.perf_counter()
+        tr_loss, tr_acc = train_epoch(net, opt, x_tr, y_tr, cfg, epoch, stats, dtype, ddp, progress)
+        te_loss, te_acc = evaluate(net, x_te, y_te, stats, cfg.eval_batch_size, dtype, ddp)
+        log.append(dict(
+            epoch=epoch, lr=lr_at(epoch * steps - 1, steps * cfg.epochs, cfg),
+            train_loss=tr_loss, train_acc=tr_acc, test_loss=te_loss, test_acc=te_acc,
+            seconds=time.perf_counter() - t0,
+        ))
+        if ddp.main:
+            if epoch in cfg.checkpoint_epochs:
+                save_torch(checkpoint_path(cfg, model_name, epoch),
+                           {"model": model.state_dict(), "epoch": epoch})
+            save_torch(last, {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                              "epoch": epoch, "log": log})
+            save_json(out / "log.json", log)
+        if ddp.world > 1:
+            dist.barrier()
+    return log
+
+
+def load_log(cfg: RunConfig, model_name: str) -> list[dict]:
+    """The per-epoch training log of a model in the run."""
+    path = model_dir(cfg, model_name) / "log.json"
+    if not path.is_file():
+        raise ArtifactError(f"{path} does not exist; train '{model_name}' (notebook 01) first")
+    return load_json(path)
+
+
+def load_model(cfg: RunConfig, model_name: str, epoch: int, num_classes: int,
+               device: torch.device) -> ResNet18:
+    """A model of the run with the weights of its checkpoint at `epoch`, in eval mode."""
+    model = ResNet18(num_classes, cfg.width)
+    model.load_state_dict(load_torch(checkpoint_path(cfg, model_name, epoch))["model"])
+    return model.to(device, memory_format=torch.channels_last).eval()

@@ -1,0 +1,495 @@
+"""Figures for the notebooks: one style, one colour scheme, atomic PNG export.
+
+Every plotting function returns a ``matplotlib.figure.Figure`` created through pyplot, so it
+displays inline in Jupyter; nothing here calls ``plt.show()``. Figures use constrained layout
+rather than ``bbox_inches="tight"`` so that a saved PNG is exactly ``figsize * dpi`` pixels.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import tempfile
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+import matplotlib.ticker
+import numpy as np
+
+# Jupyter/papermill kernels set MPLBACKEND to the inline backend; only a plain script with no
+# backend configured falls back to Agg, so headless runs never try to open a window.
+if (
+    "MPLBACKEND" not in os.environ
+    and "ipykernel" not in sys.modules
+    and matplotlib.rcParams._get_backend_or_none() is None
+):
+    matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import seaborn as sns  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+__all__ = [
+    "coarse_palette",
+    "fine_palette",
+    "plot_confusion",
+    "plot_grid_heatmap",
+    "plot_nc_over_epochs",
+    "plot_recovery_over_epochs",
+    "plot_results_table",
+    "plot_training_curves",
+    "plot_umap",
+    "plot_umap_grid",
+    "save_figure",
+    "set_style",
+    "umap_embedding",
+]
+
+MIN_DPI = 150
+RGB = tuple[float, float, float]
+FineToCoarse = Sequence[int] | Mapping[int, int] | np.ndarray
+
+# tab10's first five hues (blue, orange, green, red, purple) stay apart even when shaded;
+# each super-class owns one hue and its fine classes get light-to-dark shades of it.
+_BASE_PALETTE = "tab10"
+_MAX_BASE_COLOURS = 10
+
+
+def set_style() -> None:
+    """Apply the project's seaborn whitegrid/paper style to matplotlib's rcParams."""
+    sns.set_theme(context="paper", style="whitegrid", palette=coarse_palette(5))
+    plt.rcParams.update(
+        {
+            "figure.dpi": 100,
+            "savefig.dpi": MIN_DPI,
+            "figure.constrained_layout.use": True,
+            "legend.frameon": False,
+            "axes.titleweight": "bold",
+        }
+    )
+
+
+def save_figure(fig: Figure, path: str | os.PathLike[str], dpi: int = MIN_DPI) -> Path:
+    """Save ``fig`` as a PNG atomically (temporary file in the same directory, then rename)."""
+    path = Path(path)
+    if dpi < MIN_DPI:
+        raise ValueError(f"dpi must be at least {MIN_DPI}, got {dpi}")
+    if path.suffix.lower() != ".png":
+        raise ValueError(f"figures are saved as PNG; expected a .png path, got {path}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png.tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            fig.savefig(handle, format="png", dpi=dpi)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+# --------------------------------------------------------------------------- colours
+
+
+def coarse_palette(n: int) -> list[RGB]:
+    """Return ``n`` distinct super-class colours (tab10, evenly spaced husl hues beyond 10)."""
+    if n <= _MAX_BASE_COLOURS:
+        return [tuple(c) for c in sns.color_palette(_BASE_PALETTE, n)]
+    return [tuple(c) for c in sns.color_palette("husl", n)]
+
+
+def _shades(colour: RGB, m: int) -> list[RGB]:
+    """Return ``m`` shades of one hue, light to dark, by mixing with white then black."""
+    if m == 1:
+        return [colour]
+    # Mixing toward white or black keeps the hue, so the shades read as one family.
+    amounts = np.linspace(-0.55, 0.3, m)
+    base = np.asarray(colour)
+    out = []
+    for a in amounts:
+        target = np.ones(3) if a < 0 else np.zeros(3)
+        out.append(tuple(float(v) for v in base + abs(a) * (target - base)))
+    return out
+
+
+def _as_fine_to_coarse(fine_to_coarse: FineToCoarse) -> np.ndarray:
+    """Return the fine -> super-class mapping as an int array indexed by fine label."""
+    if isinstance(fine_to_coarse, Mapping):
+        n = max(fine_to_coarse) + 1
+        return np.array([fine_to_coarse[i] for i in range(n)], dtype=int)
+    return np.asarray(fine_to_coarse, dtype=int)
+
+
+def fine_palette(fine_to_coarse: FineToCoarse) -> list[RGB]:
+    """Colour each fine class with a shade of its super-class colour (ordered by fine label)."""
+    mapping = _as_fine_to_coarse(fine_to_coarse)
+    bases = coarse_palette(int(mapping.max()) + 1)
+    colours: list[RGB] = [(0.0, 0.0, 0.0)] * len(mapping)
+    for s, base in enumerate(bases):
+        members = np.flatnonzero(mapping == s)
+        for fine, shade in zip(members, _shades(base, len(members)), strict=True):
+            colours[fine] = shade
+    return colours
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _num(value: Any) -> float:
+    """Return ``value`` as a float, with NaN for None or anything non-numeric."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _series(entries: Sequence[Mapping[str, Any]], *keys: str) -> np.ndarray:
+    """Pull a nested value (``keys`` path) out of every entry, NaN where it is missing."""
+    values = []
+    for entry in entries:
+        node: Any = entry
+        for key in keys:
+            node = node.get(key) if isinstance(node, Mapping) else None
+        values.append(_num(node))
+    return np.asarray(values, dtype=float)
+
+
+def _grid(n: int, ncols: int, panel: tuple[float, float]) -> tuple[Figure, list[Axes]]:
+    """Create a figure with ``n`` visible panels in rows of ``ncols``; extra cells are hidden."""
+    set_style()
+    ncols = max(1, min(ncols, n))
+    nrows = math.ceil(n / ncols)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(panel[0] * ncols, panel[1] * nrows), squeeze=False
+    )
+    flat = list(axes.ravel())
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return fig, flat[:n]
+
+
+def _note_if_empty(ax: Axes) -> None:
+    """Write "not available" on a panel that received no finite data."""
+    if not ax.lines or all(np.all(~np.isfinite(line.get_ydata())) for line in ax.lines):
+        ax.text(0.5, 0.5, "not available", ha="center", va="center", transform=ax.transAxes,
+                color="0.5")
+
+
+def _percent_axis(ax: Axes) -> None:
+    """Format an axis holding fractions as percentages."""
+    ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(xmax=1.0, decimals=0))
+
+
+def _log_axis(ax: Axes) -> None:
+    """Use a log y axis when the data are positive, labelling 2x and 5x ticks on short ranges."""
+    y = np.concatenate([np.asarray(line.get_ydata(), dtype=float) for line in ax.lines] or [[]])
+    y = y[np.isfinite(y)]
+    if y.size == 0 or y.min() <= 0:
+        return
+    ax.set_yscale("log")
+    plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")
+    ax.yaxis.set_major_formatter(plain)
+    # Under two decades, major ticks alone leave the axis with one or two labels.
+    if np.log10(y.max() / y.min()) < 2:
+        ax.yaxis.set_minor_locator(matplotlib.ticker.LogLocator(subs=(2.0, 5.0)))
+        ax.yaxis.set_minor_formatter(plain)
+    else:
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+
+
+# --------------------------------------------------------------------------- training
+
+
+def plot_training_curves(logs: Mapping[str, Sequence[Mapping[str, Any]]]) -> Figure:
+    """Plot loss, accuracy and learning rate per epoch for each model (train solid, test dashed)."""
+    fig, (ax_loss, ax_acc, ax_lr) = _grid(3, 3, (4.0, 3.0))
+    colours = coarse_palette(max(len(logs), 1))
+    for (name, log), colour in zip(logs.items(), colours, strict=False):
+        epochs = _series(log, "epoch")
+        for split, style in (("train", "-"), ("test", "--")):
+            label = f"{name}, {split}"
+            ax_loss.plot(epochs, _series(log, f"{split}_loss"), style, color=colour, label=label)
+            ax_acc.plot(epochs, _series(log, f"{split}_acc"), style, color=colour, label=label)
+        ax_lr.plot(epochs, _series(log, "lr"), "-", color=colour, label=name)
+    ax_loss.set(title="Loss", xlabel="epoch", ylabel="cross-entropy")
+    ax_acc.set(title="Accuracy", xlabel="epoch", ylabel="accuracy")
+    _percent_axis(ax_acc)
+    ax_lr.set(title="Learning rate", xlabel="epoch", ylabel="learning rate")
+    if logs:
+        ax_acc.legend(loc="lower right", fontsize="small")
+    for ax in (ax_loss, ax_acc, ax_lr):
+        _note_if_empty(ax)
+    return fig
+
+
+# --------------------------------------------------------------------------- neural collapse
+
+# (title, group in each entry's "nc" dict or "" for coarse and fine, metric key, log y axis)
+_NC_PANELS: tuple[tuple[str, str, str, bool], ...] = (
+    ("NC1  tr(Σ_W Σ_B⁺)/K", "", "nc1", True),
+    ("NC2  equinorm (CV of norms)", "", "nc2_equinorm", False),  # "_head" variant dashed
+    ("NC2  equiangularity", "", "nc2_equiangular", False),
+    ("NC2  distance to simplex ETF", "", "nc2_etf_distance", False),
+    ("NC3  head vs class means", "", "nc3", False),
+    ("NC4  head ≠ nearest class mean", "", "nc4", False),
+    ("Fine NC1 within super-class", "fine_structure", "nc1_within_superclass_mean", True),
+    ("Fine share of within-class variance", "fine_structure", "fine_variance_fraction_mean",
+     False),
+)
+
+
+def plot_nc_over_epochs(history: Sequence[Mapping[str, Any]]) -> Figure:
+    """Plot each Neural Collapse metric over epochs, coarse and fine labels as two lines."""
+    fig, axes = _grid(len(_NC_PANELS), 4, (3.2, 2.6))
+    palette = coarse_palette(3)
+    epochs = _series(history, "epoch")
+    for ax, (title, group, key, log) in zip(axes, _NC_PANELS, strict=True):
+        lines = [(group, "fine classes within each super-class", palette[2])] if group else [
+            ("coarse", "coarse labels (K=5)", palette[0]),
+            ("fine", "fine labels (K=10)", palette[1]),
+        ]
+        for subset, label, colour in lines:
+            for suffix, style, name in (("", "o-", label), ("_head", "s--", f"{label}, head rows")):
+                y = _series(history, "nc", subset, key + suffix)
+                if np.isfinite(y).any():
+                    ax.plot(epochs, y, style, ms=3, color=colour, label=name)
+        if log:
+            _log_axis(ax)
+        ax.set(title=title, xlabel="epoch")
+        ax.title.set_fontsize("small")
+        _note_if_empty(ax)
+    legend: dict[str, Any] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            legend.setdefault(label, handle)
+    if legend:
+        fig.legend(legend.values(), legend.keys(), loc="outside lower center",
+                   ncols=min(len(legend), 3))
+    return fig
+
+
+# --------------------------------------------------------------------------- recovery
+
+_RECOVERY_ACC = (
+    ("train_cluster_acc", "train clustering"),
+    ("test_acc_true_coarse", "test, true coarse label (a)"),
+    ("test_acc_pred_coarse", "test, predicted coarse label (b)"),
+    ("linear_probe_test_acc", "linear probe, test"),
+)
+_RECOVERY_AGREEMENT = (("nmi", "NMI"), ("ari", "ARI"))
+
+
+def plot_recovery_over_epochs(
+    history: Sequence[Mapping[str, Any]],
+    controls: Mapping[str, float],
+    baseline_test_acc: float | None,
+    *,
+    chance: float = 0.5,
+) -> Figure:
+    """Plot fine-label recovery accuracy (and NMI/ARI) over epochs against reference lines."""
+    fig, (ax_acc, ax_agree) = _grid(2, 2, (4.8, 3.4))
+    epochs = _series(history, "epoch")
+    colours = sns.color_palette(_BASE_PALETTE, 10)
+    for (key, label), colour in zip(_RECOVERY_ACC, colours, strict=False):
+        ax_acc.plot(epochs, _series(history, "recovery", key), "o-", ms=3, color=colour,
+                    label=label)
+    greys = sns.color_palette("Greys", len(controls) + 2)[2:]
+    for (name, value), grey in zip(controls.items(), greys, strict=True):
+        ax_acc.axhline(value, color=grey, ls="--", lw=1, label=f"{name} ({value:.1%})")
+    ax_acc.axhline(chance, color="0.3", ls=":", lw=1, label=f"chance ({chance:.0%})")
+    if baseline_test_acc is not None:
+        ax_acc.axhline(baseline_test_acc, color="black", ls="-.", lw=1.2,
+                       label=f"10-label baseline ({baseline_test_acc:.1%})")
+    ax_acc.set(title="Fine-label recovery", xlabel="epoch", ylabel="10-way accuracy")
+    _percent_axis(ax_acc)
+    for (key, label), colour in zip(_RECOVERY_AGREEMENT, colours[4:], strict=False):
+        ax_agree.plot(epochs, _series(history, "recovery", key), "o-", ms=3, color=colour,
+                      label=label)
+    ax_agree.set(title="Cluster agreement", xlabel="epoch", ylabel="score", ylim=(0, 1.02))
+    handles, labels = ax_acc.get_legend_handles_labels()
+    more_handles, more_labels = ax_agree.get_legend_handles_labels()
+    fig.legend(handles + more_handles, labels + more_labels, loc="outside right upper",
+               fontsize="small")
+    for ax in (ax_acc, ax_agree):
+        _note_if_empty(ax)
+    return fig
+
+
+# --------------------------------------------------------------------------- matrices, tables
+
+
+def _confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n: int) -> np.ndarray:
+    """Count (true, predicted) pairs into an ``n`` x ``n`` matrix, rows indexed by true label."""
+    counts = np.zeros((n, n), dtype=np.int64)
+    np.add.at(counts, (np.asarray(y_true, dtype=int), np.asarray(y_pred, dtype=int)), 1)
+    return counts
+
+
+def plot_confusion(
+    y_true: np.ndarray | Sequence[int],
+    y_pred: np.ndarray | Sequence[int],
+    class_names: list[str],
+    normalize: bool = True,
+    title: str = "",
+) -> Figure:
+    """Draw the confusion matrix as an annotated heat-map (rows: true, row-normalised if asked)."""
+    set_style()
+    n = len(class_names)
+    counts = _confusion_matrix(np.asarray(y_true), np.asarray(y_pred), n)
+    if normalize:
+        rows = counts.sum(axis=1, keepdims=True)
+        matrix = np.divide(counts, rows, out=np.zeros(counts.shape), where=rows > 0)
+    else:
+        matrix = counts
+    side = min(max(4.0, 0.55 * n + 1.5), 16.0)
+    fig, ax = plt.subplots(figsize=(side, side * 0.9))
+    # Annotations become unreadable beyond ~20 classes (e.g. CIFAR-100).
+    sns.heatmap(matrix, ax=ax, annot=n <= 20, fmt=".2f" if normalize else "d", cmap="Blues",
+                vmin=0, vmax=1 if normalize else None, square=True, cbar=False,
+                xticklabels=class_names, yticklabels=class_names, annot_kws={"size": 7})
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+    ax.tick_params(axis="x", labelrotation=45)
+    ax.tick_params(axis="y", labelrotation=0)
+    return fig
+
+
+def plot_results_table(rows: Sequence[tuple[str, str]], title: str = "") -> Figure:
+    """Render a two-column (quantity, value) table as a figure."""
+    set_style()
+    cells = [[str(q), str(v)] for q, v in rows] or [["(no results)", ""]]
+    fig, ax = plt.subplots(figsize=(7.0, 0.3 * (len(cells) + 1) + (0.4 if title else 0.1)))
+    ax.axis("off")
+    # bbox makes the table fill the axes, so the figure height alone sets the row height.
+    table = ax.table(cellText=cells, colLabels=["Quantity", "Value"], bbox=(0, 0, 1, 1),
+                     cellLoc="left", colLoc="left", colWidths=[0.72, 0.28])
+    table.auto_set_font_size(False)
+    table.set_fontsize(9)
+    for (row, _), cell in table.get_celld().items():
+        cell.set_edgecolor("0.85")
+        cell.PAD = 0.03
+        if row == 0:
+            cell.set_text_props(weight="bold")
+            cell.set_facecolor("0.92")
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def plot_grid_heatmap(
+    values: np.ndarray,
+    row_labels: Sequence[Any],
+    col_labels: Sequence[Any],
+    title: str,
+    fmt: str = ".1%",
+    *,
+    xlabel: str = "",
+    ylabel: str = "",
+) -> Figure:
+    """Draw a hyper-parameter grid (e.g. learning rate x weight decay) as an annotated heat-map."""
+    set_style()
+    values = np.asarray(values, dtype=float)
+    fig, ax = plt.subplots(figsize=(1.1 * values.shape[1] + 2.2, 0.8 * values.shape[0] + 1.4))
+    # Unfinished runs are NaN: seaborn leaves those cells blank.
+    sns.heatmap(values, ax=ax, annot=True, fmt=fmt, cmap="viridis", cbar=False,
+                xticklabels=[str(c) for c in col_labels], yticklabels=[str(r) for r in row_labels])
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    ax.tick_params(axis="y", labelrotation=0)
+    return fig
+
+
+# --------------------------------------------------------------------------- UMAP
+
+
+def umap_embedding(
+    features: np.ndarray,
+    n_neighbors: int = 15,
+    min_dist: float = 0.1,
+    seed: int = 0,
+    metric: str = "euclidean",
+) -> np.ndarray:
+    """Embed ``features`` (N x D) in 2-D with UMAP; a fixed seed makes it deterministic."""
+    import umap  # deferred: importing umap compiles numba code and takes seconds
+
+    x = np.asarray(features, dtype=np.float32)
+    reducer = umap.UMAP(n_neighbors=min(n_neighbors, len(x) - 1), min_dist=min_dist,
+                        random_state=seed, metric=metric, n_components=2)
+    with warnings.catch_warnings():
+        # A fixed random_state forces one thread; umap warns about it every call.
+        warnings.filterwarnings("ignore", message=".*n_jobs value.*overridden.*")
+        return np.asarray(reducer.fit_transform(x), dtype=np.float32)
+
+
+def _local_labels(labels: np.ndarray, n_names: int) -> np.ndarray:
+    """Map labels to 0..n_names-1: kept if already in range, else ranked among unique values."""
+    labels = np.asarray(labels, dtype=int)
+    if labels.size == 0 or (labels.min() >= 0 and labels.max() < n_names):
+        return labels
+    return np.searchsorted(np.unique(labels), labels)
+
+
+def _scatter(ax: Axes, embedding: np.ndarray, labels: np.ndarray, names: Sequence[str],
+             palette: Sequence[Any]) -> None:
+    """Scatter an embedding on ``ax``, one colour and legend entry per label."""
+    size = float(np.clip(4000.0 / max(len(embedding), 1), 0.5, 12.0))
+    for k, name in enumerate(names):
+        pts = embedding[labels == k]
+        ax.scatter(pts[:, 0], pts[:, 1], s=size, color=palette[k], label=name, alpha=0.7,
+                   linewidths=0, rasterized=True)
+    ax.set(xticks=[], yticks=[], xlabel="UMAP 1", ylabel="UMAP 2")
+    ax.set_aspect("equal", adjustable="datalim")
+
+
+def _legend(ax: Axes, **kwargs: Any) -> None:
+    """Add a legend whose markers stay readable however small the scatter points are."""
+    legend = ax.legend(**kwargs)
+    for handle in legend.legend_handles:
+        handle.set_sizes([25.0])
+        handle.set_alpha(1.0)
+
+
+def plot_umap(
+    embedding: np.ndarray,
+    labels: np.ndarray | Sequence[int],
+    label_names: list[str],
+    title: str = "",
+    palette: Sequence[Any] | None = None,
+) -> Figure:
+    """Scatter a 2-D embedding coloured by label, legend outside the axes."""
+    set_style()
+    palette = coarse_palette(len(label_names)) if palette is None else palette
+    fig, ax = plt.subplots(figsize=(6.5, 5.0))
+    _scatter(ax, np.asarray(embedding), _local_labels(labels, len(label_names)), label_names,
+             palette)
+    ax.set_title(title)
+    _legend(ax, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
+    return fig
+
+
+def plot_umap_grid(
+    embeddings: Sequence[np.ndarray],
+    labels: Sequence[np.ndarray],
+    label_names: Sequence[Sequence[str]],
+    titles: Sequence[str],
+    palettes: Sequence[Sequence[Any]] | None = None,
+) -> Figure:
+    """One UMAP panel per super-class, coloured by fine label in shades of its super-class."""
+    n = len(embeddings)
+    fig, axes = _grid(n, 5, (3.2, 3.2))
+    if palettes is None:
+        palettes = [_shades(base, len(names))
+                    for base, names in zip(coarse_palette(n), label_names, strict=True)]
+    for ax, emb, lab, names, title, pal in zip(
+        axes, embeddings, labels, label_names, titles, palettes, strict=True
+    ):
+        _scatter(ax, np.asarray(emb), _local_labels(lab, len(names)), names, pal)
+        ax.set_title(title)
+        ax.set(xlabel="", ylabel="")
+        # Below the panel: loc="best" is slow on thousands of points and may hide a cluster.
+        _legend(ax, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncols=min(len(names), 3),
+                fontsize="x-small", handletextpad=0.2, columnspacing=0.8)
+    return fig
