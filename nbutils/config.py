@@ -29,6 +29,7 @@ class RunConfig:
     seed: int = 0
     train_per_class: int | None = None
     test_per_class: int | None = None
+    val_per_class: int | None = None
     batch_size: int = 128
     lr: float = 0.1
     weight_decay: float = 5e-4
@@ -73,7 +74,7 @@ PARAMETERS = tuple(f.name for f in dataclasses.fields(RunConfig))
 # Parameters that change what is trained; analysis-only ones may differ between notebook runs.
 TRAINING_KEYS = (
     "dataset", "mapping", "width", "epochs", "seed", "train_per_class", "test_per_class",
-    "batch_size", "lr", "weight_decay", "momentum", "schedule", "checkpoint_epochs",
+    "val_per_class", "batch_size", "lr", "weight_decay", "momentum", "schedule", "checkpoint_epochs",
     "amp", "train_baseline",
 )
 
@@ -129,7 +130,7 @@ def validate(cfg: RunConfig) -> None:
         _positive_int(name, getattr(cfg, name))
     if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool) or cfg.seed < 0:
         raise ValueError(f"seed: must be a non-negative integer, got {cfg.seed!r}")
-    for name in ("train_per_class", "test_per_class"):
+    for name in ("train_per_class", "test_per_class", "val_per_class"):
         if getattr(cfg, name) is not None:
             _positive_int(name, getattr(cfg, name))
     _positive_float("lr", cfg.lr)

@@ -45,8 +45,16 @@ class RunData:
 
 
 def load_run_data(cfg: RunConfig) -> RunData:
-    """Load the data a run uses, with the seeded stratified subsets of its profile."""
+    """Load the data a run uses, with the seeded stratified subsets of its profile.
+
+    With `val_per_class`, that many images per class are carved out of train and stand in for
+    the test split, so a recipe can be chosen without looking at the test set.
+    """
     train, test = load_cifar(cfg.data_root, cfg.dataset)
+    if cfg.val_per_class:
+        val = stratified_subset(train.labels, cfg.val_per_class, cfg.seed + 1)
+        rest = np.setdiff1d(np.arange(len(train)), val)
+        train, test = train.take(rest), train.take(val)
     if cfg.train_per_class:
         train = train.take(stratified_subset(train.labels, cfg.train_per_class, cfg.seed))
     if cfg.test_per_class:
