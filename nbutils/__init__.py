@@ -1,3 +1,3 @@
-"""nbutils: the fine-grained structure that survives Neural Collapse (Yang, Steinhardt & Hu 2023)."""
+"""nbutils: the fine structure that survives Neural Collapse (Yang, Steinhardt & Hu, 2023)."""
 
 __version__ = "0.1.0"

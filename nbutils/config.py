@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,8 @@ SCHEDULES = ("onecycle", "cosine", "step")
 AMP_MODES = ("auto", "bf16", "off")
 DEVICES = ("auto", "cpu", "cuda")
 FEATURE_NORMS = ("none", "l2", "center_l2", "standardize")
+# numpy's legacy seeding (scikit-learn's random_state) takes 32-bit seeds.
+MAX_SEED = 2**32 - 1
 
 
 @dataclass
@@ -47,8 +51,12 @@ class RunConfig:
     umap_neighbors: int = 15
 
     def __post_init__(self) -> None:
+        # Paths are kept as strings so that the config stays plain JSON.
+        for name in ("run_dir", "data_root"):
+            if isinstance(getattr(self, name), os.PathLike):
+                setattr(self, name, os.fspath(getattr(self, name)))
         if self.run_dir in (None, ""):
-            self.run_dir = str(Path("runs") / self.profile)
+            self.run_dir = str(Path("runs") / str(self.profile))
         if self.checkpoint_epochs is None:
             self.checkpoint_epochs = default_checkpoints(self.epochs)
         validate(self)
@@ -74,8 +82,8 @@ PARAMETERS = tuple(f.name for f in dataclasses.fields(RunConfig))
 # Parameters that change what is trained; analysis-only ones may differ between notebook runs.
 TRAINING_KEYS = (
     "dataset", "mapping", "width", "epochs", "seed", "train_per_class", "test_per_class",
-    "val_per_class", "batch_size", "lr", "weight_decay", "momentum", "schedule", "checkpoint_epochs",
-    "amp", "train_baseline",
+    "val_per_class", "batch_size", "lr", "weight_decay", "momentum", "schedule",
+    "checkpoint_epochs", "amp", "train_baseline",
 )
 
 
@@ -96,7 +104,11 @@ def resolve(profile: str = "ci", **params: Any) -> RunConfig:
         raise ValueError(
             f"unknown parameter(s) {', '.join(unknown)}; allowed: {', '.join(PARAMETERS)}"
         )
-    merged = {**PROFILES[profile], **{k: v for k, v in params.items() if v is not None}}
+    given = {k: v for k, v in params.items() if v is not None}
+    merged = {**PROFILES[profile], **given}
+    if "epochs" in given and "checkpoint_epochs" not in given:
+        # The profile's checkpoints belong to its own epoch budget; spread new ones instead.
+        merged.pop("checkpoint_epochs", None)
     merged.pop("profile", None)
     return RunConfig(profile=profile, **merged)
 
@@ -114,36 +126,55 @@ def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
 
 
 def _positive_float(name: str, value: Any, allow_zero: bool = False) -> None:
-    """Raise unless `value` is a (non-negative when allowed) real number."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not ok or value < 0 or (value == 0 and not allow_zero) or value != value:
+    """Raise unless `value` is a finite (non-negative when allowed) real number."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < 0 or (value == 0 and not allow_zero):
         kind = "a non-negative" if allow_zero else "a positive"
-        raise ValueError(f"{name}: must be {kind} number, got {value!r}")
+        raise ValueError(f"{name}: must be {kind} finite number, got {value!r}")
+
+
+def check_flag(name: str, value: Any) -> None:
+    """Raise unless `value` is True or False (a string such as 'no' would read as True)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name}: must be True or False, got {value!r}")
+
+
+def _optional_path(name: str, value: Any) -> None:
+    """Raise unless `value` is None or a path string."""
+    if value is not None and not isinstance(value, str):
+        raise ValueError(f"{name}: must be a path (a string) or None, got {value!r}")
 
 
 def validate(cfg: RunConfig) -> None:
     """Check every parameter's type and range; the message names the parameter."""
     from nbutils.data import coarse_mapping
 
+    _choice("profile", cfg.profile, tuple(PROFILES))
+    _optional_path("run_dir", cfg.run_dir)
+    _optional_path("data_root", cfg.data_root)
     for name in ("width", "epochs", "batch_size", "eval_batch_size", "n_init", "umap_points",
                  "umap_neighbors"):
         _positive_int(name, getattr(cfg, name))
-    if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool) or cfg.seed < 0:
-        raise ValueError(f"seed: must be a non-negative integer, got {cfg.seed!r}")
+    if cfg.umap_neighbors < 2:
+        raise ValueError(f"umap_neighbors: must be at least 2, got {cfg.umap_neighbors!r}")
+    seed = cfg.seed
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"seed: must be an integer in 0..{MAX_SEED}, got {seed!r}")
     for name in ("train_per_class", "test_per_class", "val_per_class"):
         if getattr(cfg, name) is not None:
             _positive_int(name, getattr(cfg, name))
     _positive_float("lr", cfg.lr)
     _positive_float("weight_decay", cfg.weight_decay, allow_zero=True)
     _positive_float("momentum", cfg.momentum, allow_zero=True)
+    if cfg.momentum >= 1:
+        raise ValueError(f"momentum: must be in [0, 1), got {cfg.momentum!r}")
     _choice("dataset", cfg.dataset, DATASETS)
     _choice("schedule", cfg.schedule, SCHEDULES)
     _choice("amp", cfg.amp, AMP_MODES)
     _choice("device", cfg.device, DEVICES)
     _choice("feature_norm", cfg.feature_norm, FEATURE_NORMS)
     for name in ("compile", "train_baseline"):
-        if not isinstance(getattr(cfg, name), bool):
-            raise ValueError(f"{name}: must be True or False, got {getattr(cfg, name)!r}")
+        check_flag(name, getattr(cfg, name))
     ckpts = cfg.checkpoint_epochs
     if (not isinstance(ckpts, (list, tuple)) or not ckpts
             or any(not isinstance(e, int) or isinstance(e, bool) for e in ckpts)
@@ -160,4 +191,5 @@ def validate(cfg: RunConfig) -> None:
 
 def diff(stored: dict[str, Any], new: dict[str, Any], keys: tuple[str, ...]) -> list[str]:
     """Human-readable differences `key: stored -> new` over `keys`."""
-    return [f"{k}: {stored.get(k)!r} -> {new.get(k)!r}" for k in keys if stored.get(k) != new.get(k)]
+    return [f"{k}: {stored.get(k)!r} -> {new.get(k)!r}"
+            for k in keys if stored.get(k) != new.get(k)]

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from nbutils.analysis import load_history, trained_models
 from nbutils.config import RunConfig
-from nbutils.runs import load_json, load_timings, model_dir, save_json, versions
+from nbutils.runs import (
+    atomic_write,
+    load_json,
+    load_timings,
+    model_dir,
+    save_json,
+    versions,
+)
 
 PAPER_TEST_ACC = 0.93
 NC_KEYS = ("nc1", "nc1_unnormalised", "nc2_equinorm", "nc2_equiangular", "nc2_etf_distance",
@@ -68,29 +76,42 @@ def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
 
 
+def _wall(res: dict[str, Any]) -> str:
+    """Training wall time of both models, in minutes."""
+    w = res["wall_seconds"]
+    return f"{(w['train'] + (w['baseline'] or 0)) / 60:.1f} min"
+
+
+ROWS: tuple[tuple[str, Callable[[dict[str, Any]], str]], ...] = (
+    ("coarse (5-way) test accuracy", lambda r: _pct(r["coarse"]["test_acc"])),
+    ("coarse train accuracy (eval mode)", lambda r: _pct(r["coarse"]["train_acc"])),
+    ("recovered 10-way, train clustering", lambda r: _pct(r["recovery"]["train_cluster_acc"])),
+    ("recovered 10-way test, true coarse (3a)",
+     lambda r: _pct(r["recovery"]["test_acc_true_coarse"])),
+    ("**recovered 10-way test, predicted coarse (3b)**",
+     lambda r: _pct(r["recovery"]["test_acc_pred_coarse"])),
+    ("**10-label baseline test accuracy**", lambda r: _pct((r["baseline"] or {}).get("test_acc"))),
+    ("ratio 3b / baseline",
+     lambda r: "-" if r.get("ratio_to_baseline") is None else f"{r['ratio_to_baseline']:.3f}"),
+    ("linear probe on recovered labels (test)",
+     lambda r: _pct(r["recovery"]["linear_probe_test_acc"])),
+    ("NMI / ARI (train)", lambda r: f"{r['recovery']['nmi']:.3f} / {r['recovery']['ari']:.3f}"),
+    ("control: random-init features (3a)",
+     lambda r: _pct(r["controls"]["random_init"]["test_acc_true_coarse"])),
+    ("control: raw pixels (3a)",
+     lambda r: _pct(r["controls"]["raw_pixels"]["test_acc_true_coarse"])),
+    ("NC1 coarse / fine (end of training)",
+     lambda r: f"{r['nc']['coarse']['nc1']:.3g} / {r['nc']['fine']['nc1']:.3g}"),
+    ("training wall time (coarse + baseline)", _wall),
+)
+PAPER_ROW = "**recovered 10-way test, predicted coarse (3b)**"
+README_PROFILES = ("cpu", "paper")
+README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
+
+
 def table_rows(res: dict[str, Any]) -> list[tuple[str, str]]:
     """(quantity, value) rows of the key numbers of one results.json."""
-    rec, base = res["recovery"], res.get("baseline") or {}
-    ratio = res.get("ratio_to_baseline")
-    return [
-        ("coarse (5-way) test accuracy", _pct(res["coarse"]["test_acc"])),
-        ("coarse train accuracy (eval mode)", _pct(res["coarse"]["train_acc"])),
-        ("recovered 10-way, train clustering", _pct(rec["train_cluster_acc"])),
-        ("recovered 10-way test, true coarse (3a)", _pct(rec["test_acc_true_coarse"])),
-        ("recovered 10-way test, predicted coarse (3b)", _pct(rec["test_acc_pred_coarse"])),
-        ("10-label baseline test accuracy", _pct(base.get("test_acc"))),
-        ("ratio 3b / baseline", "-" if ratio is None else f"{ratio:.3f}"),
-        ("linear probe on recovered labels (test)", _pct(rec["linear_probe_test_acc"])),
-        ("NMI / ARI (train)", f"{rec['nmi']:.3f} / {rec['ari']:.3f}"),
-        ("control: random-init features (3a)",
-         _pct(res["controls"]["random_init"]["test_acc_true_coarse"])),
-        ("control: raw pixels (3a)", _pct(res["controls"]["raw_pixels"]["test_acc_true_coarse"])),
-        ("NC1 coarse / fine (end of training)",
-         f"{res['nc']['coarse']['nc1']:.3g} / {res['nc']['fine']['nc1']:.3g}"),
-        ("training wall time (coarse + baseline)",
-         f"{(res['wall_seconds']['train'] + (res['wall_seconds']['baseline'] or 0)) / 60:.1f} min"),
-        ("paper (ResNet-18 w=64, GPU), 3b", f"{100 * PAPER_TEST_ACC:.0f}% (paper's figure)"),
-    ]
+    return [(label, value(res)) for label, value in ROWS]
 
 
 def table_title(res: dict[str, Any]) -> str:
@@ -104,6 +125,7 @@ def markdown_table(res: dict[str, Any]) -> str:
     head = table_title(res) + "\n\n"
     lines = ["| quantity | value |", "| --- | --- |"]
     lines += [f"| {q} | {v} |" for q, v in table_rows(res)]
+    lines.append(f"| paper's figure (ResNet-18 w=64, GPU), 3b | {100 * PAPER_TEST_ACC:.0f}% |")
     return head + "\n".join(lines) + "\n"
 
 
@@ -112,5 +134,35 @@ def write_results(cfg: RunConfig) -> dict[str, Any]:
     res = build_results(cfg)
     root = Path(cfg.run_dir)
     save_json(root / "results.json", res)
-    (root / "results.md").write_text(markdown_table(res))
+    atomic_write(root / "results.md", lambda p: p.write_text(markdown_table(res)))
     return res
+
+
+def readme_table(figures_dir: Path) -> str:
+    """Markdown table of the published profiles' results beside the paper's figure."""
+    found = {p: load_json(figures_dir / p / "results.json") for p in README_PROFILES
+             if (figures_dir / p / "results.json").is_file()}
+    heads = [f"`{p}`: " + (f"w={found[p]['width']}, {found[p]['epochs']} epochs, "
+                           f"{found[p]['device']}" if p in found else "no run committed yet")
+             for p in README_PROFILES]
+    lines = ["| quantity | " + " | ".join(heads) + " | paper (Yang et al. 2023, w=64, GPU) |",
+             "| --- |" + " --- |" * (len(heads) + 1)]
+    for label, value in ROWS:
+        cells = [value(found[p]) if p in found else "" for p in README_PROFILES]
+        paper = f"{100 * PAPER_TEST_ACC:.0f}%" if label == PAPER_ROW else ""
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {paper} |")
+    sources = ", ".join(f"`figures/{p}/results.json`" for p in found) or "no results file yet"
+    return "\n".join(lines) + f"\n\nSource: {sources}; rebuilt by `python -m nbutils readme`.\n"
+
+
+def update_readme(readme: Path, figures_dir: Path) -> bool:
+    """Rewrite the README's results section from the committed results; True if it changed."""
+    text = readme.read_text()
+    if README_START not in text or README_END not in text:
+        raise ValueError(f"{readme} lacks the {README_START} / {README_END} markers")
+    head, rest = text.split(README_START, 1)
+    _, tail = rest.split(README_END, 1)
+    new = f"{head}{README_START}\n{readme_table(figures_dir)}{README_END}{tail}"
+    if new != text:
+        atomic_write(readme, lambda p: p.write_text(new))
+    return new != text

@@ -1,0 +1,30 @@
+# Two commands are the whole set-up: `make reproduce` and `make test` create .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PROFILE ?= paper
+RUN_DIR ?= runs/$(PROFILE)
+PYTEST_ARGS ?=
+
+.PHONY: reproduce test lint notebooks-clean benchmarks clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -e '.[dev]'
+	touch $@
+
+reproduce: $(VENV)/.installed
+	$(PY) -m nbutils reproduce --profile $(PROFILE) --run-dir $(RUN_DIR)
+
+test: $(VENV)/.installed
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check nbutils tests benchmarks
+
+benchmarks: $(VENV)/.installed
+	$(PY) benchmarks/train_throughput.py
+	$(PY) benchmarks/analysis_speed.py
+
+clean:
+	rm -rf runs .pytest_cache

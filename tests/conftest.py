@@ -1,0 +1,37 @@
+"""Shared fixtures: the real CIFAR-10 cache (skipped when absent) and small fake caches."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nbutils.data import Split, save_cache
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
+
+
+@pytest.fixture(scope="session")
+def cifar10_root() -> Path:
+    """The real CIFAR-10 npz cache ($NBUTILS_DATA or ../shared/data/cifar10)."""
+    root = Path(os.environ.get("NBUTILS_DATA", SHARED))
+    if not (root / "train.npz").is_file():
+        pytest.skip(f"no CIFAR-10 cache at {root}")
+    return root
+
+
+def fake_split(n_per_class: int, num_classes: int, seed: int) -> Split:
+    """Random uint8 images with balanced labels."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(num_classes), n_per_class)
+    images = rng.integers(0, 256, size=(len(labels), 32, 32, 3), dtype=np.uint8)
+    return Split(images, labels.astype(np.int64))
+
+
+@pytest.fixture
+def fake_cache(tmp_path: Path) -> Path:
+    """A tiny valid CIFAR-10-format cache."""
+    save_cache(tmp_path / "c10", fake_split(4, 10, 0), fake_split(2, 10, 1))
+    return tmp_path / "c10"

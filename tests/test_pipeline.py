@@ -1,0 +1,84 @@
+"""Integration: notebooks 01-05 through papermill on the `ci` profile with real CIFAR-10."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from nbutils.reproduce import NOTEBOOKS, reproduce
+
+FIGURES = ("training_curves", "nc_over_epochs", "nc_over_epochs_baseline", "recovery_over_epochs",
+           "confusion_matrix", "results_table", "umap_all", "umap_per_superclass")
+FRACTIONS = {
+    "coarse": ("train_acc", "test_acc"),
+    "baseline": ("train_acc", "test_acc"),
+    "recovery": ("train_cluster_acc", "test_acc_true_coarse", "test_acc_pred_coarse", "nmi",
+                 "ari", "linear_probe_test_acc"),
+}
+
+
+def fraction(x) -> bool:
+    """A float in [0, 1]."""
+    return isinstance(x, float) and 0.0 <= x <= 1.0
+
+
+@pytest.fixture(scope="module")
+def ci_run(tmp_path_factory, cifar10_root: Path) -> Path:
+    """One `ci` reproduction shared by the checks below."""
+    run_dir = tmp_path_factory.mktemp("ci") / "run"
+    reproduce("ci", run_dir=str(run_dir), data_root=str(cifar10_root))
+    return run_dir
+
+
+@pytest.mark.slow
+def test_results_json_has_every_key_in_range(ci_run: Path) -> None:
+    res = json.loads((ci_run / "results.json").read_text())
+    assert (res["profile"], res["mapping"], res["width"], res["epochs"]) == ("ci", "mod5", 8, 3)
+    assert isinstance(res["seed"], int) and res["device"].startswith("cpu")
+    assert res["versions"]["torch"]
+    for section, keys in FRACTIONS.items():
+        assert all(fraction(res[section][k]) for k in keys), section
+    per = res["recovery"]["per_superclass"]
+    assert len(per) == 5 and all(fraction(x) for x in per)
+    for control in ("random_init", "raw_pixels"):
+        assert fraction(res["controls"][control]["test_acc_true_coarse"])
+    coarse_nc = res["nc"]["coarse"]
+    assert all(math.isfinite(coarse_nc[k]) and coarse_nc[k] >= 0 for k in
+               ("nc1", "nc2_equinorm", "nc2_equiangular", "nc3"))
+    assert fraction(coarse_nc["nc4"]) and res["nc"]["fine"]["nc1"] > 0
+    assert all(res["wall_seconds"][k] > 0 for k in ("train", "baseline", "analysis"))
+    assert [h["epoch"] for h in res["history"]] == res["config"]["checkpoint_epochs"]
+
+
+@pytest.mark.slow
+def test_every_figure_is_a_nonempty_image(ci_run: Path) -> None:
+    for name in FIGURES:
+        path = ci_run / "figures" / f"{name}.png"
+        assert path.stat().st_size > 10_000, name
+        with Image.open(path) as img:
+            assert img.format == "PNG" and min(img.size) > 300
+            assert img.info.get("dpi", (0, 0))[0] >= 149
+
+
+@pytest.mark.slow
+def test_executed_notebooks_and_table_are_kept(ci_run: Path) -> None:
+    for name in NOTEBOOKS:
+        nb = json.loads((ci_run / "notebooks" / f"{name}.ipynb").read_text())
+        assert any(c.get("outputs") for c in nb["cells"] if c["cell_type"] == "code")
+    table = (ci_run / "results.md").read_text()
+    assert "predicted coarse (3b)" in table and "93%" in table
+
+
+def test_committed_notebooks_have_parameters_and_no_outputs() -> None:
+    for name in NOTEBOOKS:
+        nb = json.loads((Path(__file__).parents[1] / "notebooks" / f"{name}.ipynb").read_text())
+        code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+        assert "parameters" in code[0]["metadata"].get("tags", []), name
+        first = "".join(code[0]["source"])
+        for param in ("profile", "run_dir", "data_root", "mapping", "width", "epochs", "seed"):
+            assert f"\n{param} = " in "\n" + first, (name, param)
+        assert not any(c.get("outputs") or c.get("execution_count") for c in code), name

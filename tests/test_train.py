@@ -1,0 +1,63 @@
+"""Training: schedules, device/amp choice, a tiny end-to-end training with its artifacts."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from nbutils.config import resolve
+from nbutils.runs import checkpoint_path, load_json, load_torch
+from nbutils.train import amp_dtype, lr_at, select_device, train_model
+
+
+@pytest.mark.parametrize("schedule", ["onecycle", "cosine", "step"])
+def test_schedules_decay(schedule: str) -> None:
+    cfg = resolve("ci", schedule=schedule, lr=0.1)
+    total = 1000
+    lrs = [lr_at(s, total, cfg) for s in range(total)]
+    assert max(lrs) == pytest.approx(0.1, rel=1e-3)
+    assert lrs[-1] < 0.011 and all(lr > 0 for lr in lrs)
+
+
+def test_onecycle_shape() -> None:
+    cfg = resolve("ci", schedule="onecycle", lr=0.1)
+    assert lr_at(0, 100, cfg) == pytest.approx(0.1 / 25)
+    assert lr_at(30, 100, cfg) == pytest.approx(0.1)
+    assert lr_at(65, 100, cfg) == pytest.approx(0.05, rel=1e-3)
+
+
+def test_step_schedule_values() -> None:
+    cfg = resolve("ci", schedule="step", lr=0.1)
+    assert [lr_at(s, 100, cfg) for s in (0, 49, 50, 74, 75, 99)] == pytest.approx(
+        [0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
+
+
+def test_amp_and_device_choice() -> None:
+    cpu = torch.device("cpu")
+    assert amp_dtype("off", cpu) is None
+    assert amp_dtype("bf16", cpu) is torch.bfloat16
+    assert select_device("cpu") == cpu
+    if not torch.cuda.is_available():
+        assert select_device("auto") == cpu
+        with pytest.raises(ValueError, match="device: 'cuda'"):
+            select_device("cuda")
+
+
+def test_tiny_training_writes_checkpoints_and_log(tmp_path: Path, fake_cache: Path) -> None:
+    cfg = resolve("ci", run_dir=str(tmp_path / "run"), data_root=str(fake_cache), width=4,
+                  epochs=2, train_per_class=4, test_per_class=2, batch_size=16,
+                  checkpoint_epochs=[0, 1, 2], amp="off")
+    log = train_model(cfg, "coarse", progress=False)
+    assert [row["epoch"] for row in log] == [1, 2]
+    assert all(math.isfinite(row["train_loss"]) and 0 <= row["test_acc"] <= 1 for row in log)
+    assert load_json(tmp_path / "run" / "coarse" / "log.json") == log
+    first = load_torch(checkpoint_path(cfg, "coarse", 0))["model"]
+    last = load_torch(checkpoint_path(cfg, "coarse", 2))["model"]
+    assert first["head.weight"].shape == (5, 32)
+    assert not torch.equal(first["head.weight"], last["head.weight"])
+    base = train_model(cfg, "baseline", progress=False)
+    assert load_torch(checkpoint_path(cfg, "baseline", 2))["model"]["head.weight"].shape == (10, 32)
+    assert len(base) == 2
