@@ -53,27 +53,49 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--force", action="store_true",
                        help="overwrite a run directory made with a different configuration")
         p.add_argument("--no-progress", dest="progress", action="store_false")
+    sub.add_parser("readme", help="rebuild the README results table from figures/*/results.json")
     sub.choices["reproduce"].add_argument("--publish-dir", dest="publish_dir")
-    sub.choices["train"].add_argument("--models", default="coarse,baseline")
-    sub.choices["train"].add_argument("--no-resume", dest="resume", action="store_false")
+    sub.choices["train"].add_argument(
+        "--models", help="coarse,baseline (default: coarse, and baseline if train_baseline)"
+    )
+    for name in ("train", "reproduce"):
+        sub.choices[name].add_argument(
+            "--resume", action=argparse.BooleanOptionalAction, default=True,
+            help="continue from each model's last complete epoch (last.pt), the default",
+        )
     return parser
+
+
+def requested_models(text: str | None, train_baseline: bool) -> list[str]:
+    """The models `--models` names, by default those the config trains."""
+    if text is None:
+        return ["coarse", "baseline"] if train_baseline else ["coarse"]
+    models = [m for m in text.split(",") if m]
+    bad = sorted(set(models) - {"coarse", "baseline"})
+    if bad or not models:
+        raise ValueError(f"--models: unknown {bad or text!r}; allowed: coarse, baseline")
+    return models
 
 
 def cmd_train(args: argparse.Namespace) -> None:
     """Train the requested models of a run (one process, or every rank under torchrun)."""
+    import torch.distributed as dist
+
     from nbutils.config import resolve
-    from nbutils.runs import create_run
-    from nbutils.train import init_distributed, load_run_data, select_device, train_model
+    from nbutils.runs import check_run_dir, create_run
+    from nbutils.train import load_run_data, preflight, train_model
 
     cfg = resolve(args.profile, run_dir=args.run_dir, **common_overrides(args))
-    models = [m for m in args.models.split(",") if m]
-    bad = sorted(set(models) - {"coarse", "baseline"})
-    if bad:
-        raise SystemExit(f"--models: unknown {bad}; allowed: coarse, baseline")
-    ddp = init_distributed(select_device(cfg.device))
+    models = requested_models(args.models, cfg.train_baseline)
+    _, ddp = preflight(cfg)
+    data = load_run_data(cfg)
+    # Every rank checks, so that a refused run directory stops them all, not rank 0 alone.
+    check_run_dir(cfg, force=args.force)
     if ddp.main:
         create_run(cfg, force=args.force)
-    data = load_run_data(cfg)
+    if ddp.world > 1:
+        # The other ranks must not look for last.pt while --force is still deleting it.
+        dist.barrier()
     for model in models:
         log = train_model(cfg, model, data, resume=args.resume, progress=args.progress and ddp.main)
         if ddp.main and log:
@@ -106,9 +128,15 @@ def main(argv: list[str] | None = None) -> int:
             from nbutils.reproduce import reproduce
 
             reproduce(args.profile, run_dir=args.run_dir, force=args.force,
-                      publish_dir=args.publish_dir, **common_overrides(args))
+                      publish_dir=args.publish_dir, resume=args.resume, **common_overrides(args))
         elif args.command == "train":
             cmd_train(args)
+        elif args.command == "readme":
+            from nbutils.reproduce import REPO
+            from nbutils.results import update_readme
+
+            changed = update_readme(REPO / "README.md", REPO / "figures")
+            print("README.md results table " + ("updated" if changed else "already up to date"))
         else:
             cmd_analyze(args)
     except Exception as err:

@@ -93,17 +93,18 @@ def _batch_moments(
     x: torch.Tensor, y: torch.Tensor, num_classes: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Exact two-pass per-class counts, means and centred scatter of one in-memory batch."""
-    counts = torch.bincount(y, minlength=num_classes).to(torch.float64)
-    sums = torch.zeros(num_classes, x.shape[1], dtype=x.dtype, device=x.device)
-    means = sums.index_add_(0, y, x) / counts.clamp(min=1)[:, None]
-    centred = x - means[y]
+    counts = torch.bincount(y, minlength=num_classes)
+    means = torch.zeros(num_classes, x.shape[1], dtype=x.dtype, device=x.device)
     scatter = torch.zeros(num_classes, x.shape[1], x.shape[1], dtype=x.dtype, device=x.device)
-    order = torch.argsort(y, stable=True)
-    blocks = torch.split(centred[order], counts.long().tolist())
+    # One gather into label order makes each class a contiguous block of a private copy, which
+    # is then centred in place: no scatter-add for the means, no second gather of rows.
+    blocks = torch.split(x[torch.argsort(y, stable=True)], counts.tolist())
     for k, block in enumerate(blocks):
         if block.shape[0]:
-            scatter[k] = block.T @ block
-    return counts, means, scatter
+            means[k] = block.mean(dim=0)
+            block.sub_(means[k])
+            torch.mm(block.T, block, out=scatter[k])
+    return counts.to(x.dtype), means, scatter
 
 
 class ClassMoments:
@@ -232,11 +233,15 @@ def _require_populated(moments: ClassMoments) -> None:
 def _nc1_unnormalised(moments: ClassMoments) -> float:
     """tr(Sigma_W Sigma_B^+) with Sigma_B^+ from the top K-1 eigenpairs of Sigma_B."""
     _require_populated(moments)
-    evals, evecs = torch.linalg.eigh(moments.between_cov())
-    rank = min(moments.num_classes - 1, moments.dim)
-    evals, evecs = evals[-rank:], evecs[:, -rank:]
+    k = moments.num_classes
+    # Sigma_B = M^T M / K for the K x D centred means M, so its eigenpairs are the squared
+    # singular values of M over K and M's right singular vectors: a K x D SVD replaces a D x D
+    # eigendecomposition, which dominated the run time (and stalls on a busy CPU).
+    _, singular, vh = torch.linalg.svd(moments.centred_means(), full_matrices=False)
+    rank = min(k - 1, moments.dim)
+    evals, evecs = singular[:rank] ** 2 / k, vh[:rank].T
     # means spanning fewer than K-1 directions leave round-off eigenvalues: a pinv drops them
-    keep = evals > evals[-1].clamp(min=0) * moments.dim * torch.finfo(torch.float64).eps
+    keep = evals > evals[0] * moments.dim * torch.finfo(torch.float64).eps
     if not bool(keep.any()):
         return math.nan
     evals, evecs = evals[keep], evecs[:, keep]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,11 +89,11 @@ def load_split(path: Path, num_classes: int) -> Split:
                 raise DataError(f"data_root: {path} lacks arrays {sorted(missing)}")
             coarse = z["coarse_labels"].astype(np.int64) if "coarse_labels" in z.files else None
             split = Split(z["images"], z["labels"], coarse)
-    except (OSError, ValueError, EOFError) as err:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
         if isinstance(err, DataError):
             raise
         raise DataError(f"data_root: {path} is not a readable npz file ({err})") from err
-    validate_split(split, path.name, num_classes)
+    validate_split(split, str(path), num_classes)
     split.labels = split.labels.astype(np.int64)
     return split
 

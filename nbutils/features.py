@@ -9,10 +9,16 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from nbutils.config import RunConfig
+from nbutils.config import RunConfig, check_flag
 from nbutils.data import channel_stats, normalize, to_tensor
 from nbutils.runs import (
-    ArtifactError, checkpoint_path, features_path, load_npz, record_time, save_npz,
+    ArtifactError,
+    checkpoint_path,
+    clear_temporaries,
+    features_path,
+    load_npz,
+    record_time,
+    save_npz,
 )
 from nbutils.train import RunData, load_model, load_run_data, select_device
 
@@ -63,9 +69,15 @@ def extract_run(
     cfg: RunConfig, models: tuple[str, ...] | None = None, overwrite: bool = False,
     progress: bool = True,
 ) -> list[Path]:
-    """Features of every checkpoint of every trained model; existing files are kept."""
+    """Features of every checkpoint of every trained model; existing files are kept.
+
+    Each file is written atomically, so a run killed here resumes with the first missing one.
+    """
+    check_flag("overwrite", overwrite)
     models = models or (("coarse", "baseline") if cfg.train_baseline else ("coarse",))
     device = select_device(cfg.device)
+    for m in models:
+        clear_temporaries(features_path(cfg, m, 0).parent)
     data = load_run_data(cfg)
     todo = [(m, e) for m in models for e in cfg.checkpoint_epochs
             if overwrite or not features_path(cfg, m, e).is_file()]

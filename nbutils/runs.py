@@ -8,6 +8,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
+import zipfile
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
@@ -16,9 +17,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from nbutils.config import PARAMETERS, TRAINING_KEYS, RunConfig, diff
+from nbutils.config import PARAMETERS, TRAINING_KEYS, RunConfig, check_flag, diff
 
 MODELS = ("coarse", "baseline")
+TMP_SUFFIX = ".tmp"
 VERSIONED = ("nbutils", "torch", "torchvision", "numpy", "scipy", "scikit-learn", "umap-learn")
 
 
@@ -30,14 +32,33 @@ class RunConfigMismatch(ValueError):
     """An existing run directory was made with a different configuration."""
 
 
+def _umask() -> int:
+    """This process's file-creation mask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+FILE_MODE = 0o666 & ~_umask()
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
-    """Call `write(tmp)` on a temporary file beside `path`, then rename it into place."""
+    """Call `write(tmp)` on a temporary file beside `path`, then rename it into place.
+
+    A process killed at any moment leaves either the old file or the new one, never a part;
+    at worst a hidden `.<name>.*.tmp` stays behind, which `clear_temporaries` removes.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
     os.close(fd)
     try:
         write(Path(tmp))
+        with open(tmp, "rb+") as done:
+            # On disk before the rename: a crash of the machine cannot leave a renamed stub.
+            os.fsync(done.fileno())
+        # mkstemp makes the file private (0600); artifacts get the usual permissions.
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -45,12 +66,21 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     return path
 
 
+def clear_temporaries(root: Path) -> list[Path]:
+    """Remove the temporaries that writers killed mid-write left under `root`."""
+    root = Path(root)
+    stale = sorted(root.rglob(f".*{TMP_SUFFIX}")) if root.is_dir() else []
+    for tmp in stale:
+        tmp.unlink(missing_ok=True)
+    return stale
+
+
 def save_json(path: Path, obj: Any) -> Path:
     """Write JSON atomically (indented, keys in insertion order)."""
     return atomic_write(path, lambda p: p.write_text(json.dumps(obj, indent=2) + "\n"))
 
 
-def load_json(path: Path) -> Any:
+def load_json(path: Path, remedy: str = "delete it and re-run the stage that writes it") -> Any:
     """Read JSON, turning a truncated or corrupt file into an ArtifactError naming it."""
     path = Path(path)
     if not path.is_file():
@@ -58,7 +88,8 @@ def load_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ArtifactError(f"{path} is corrupt ({err}); delete it and re-run its stage") from err
+        # Every file written here is one object or list, so a cut anywhere fails to parse.
+        raise ArtifactError(f"{path} is truncated or corrupt ({err}); {remedy}") from err
 
 
 def save_torch(path: Path, obj: Any) -> Path:
@@ -66,23 +97,45 @@ def save_torch(path: Path, obj: Any) -> Path:
     return atomic_write(path, lambda p: torch.save(obj, p))
 
 
-def load_torch(path: Path, map_location: str | torch.device = "cpu") -> Any:
-    """torch.load, turning a truncated or corrupt file into an ArtifactError naming it."""
+def verify_zip(path: Path, remedy: str) -> None:
+    """Check a zip container (torch and npz files) against its own sizes and CRC-32s."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as err:
+        raise ArtifactError(
+            f"{path} is truncated or corrupt ({type(err).__name__}: {err}); {remedy}"
+        ) from err
+    if bad is not None:
+        raise ArtifactError(f"{path} is corrupt (member {bad} fails its CRC-32 check); {remedy}")
+
+
+def load_torch(
+    path: Path, map_location: str | torch.device = "cpu",
+    remedy: str = "delete it and re-train that model (python -m nbutils train --no-resume)",
+) -> Any:
+    """torch.load of a verified file; a truncated or corrupt one is an ArtifactError naming it."""
     path = Path(path)
     if not path.is_file():
         raise ArtifactError(f"{path} does not exist")
+    # torch.load does not check the CRC-32s: a flipped byte in a tensor would load silently.
+    verify_zip(path, remedy)
     try:
         return torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as err:  # torch raises several unrelated types for damaged zips
+    except Exception as err:  # torch raises several unrelated types for damaged files
         raise ArtifactError(
-            f"{path} is truncated or corrupt ({type(err).__name__}: {err}); delete it and "
-            "re-run (training resumes from the last intact checkpoint)"
+            f"{path} is truncated or corrupt ({type(err).__name__}: {err}); {remedy}"
         ) from err
 
 
 def save_npz(path: Path, **arrays: np.ndarray) -> Path:
     """np.savez atomically (uncompressed: features load fast and memory-map)."""
-    return atomic_write(path, lambda p: np.savez(open(p, "wb"), **arrays))
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, **arrays)
+
+    return atomic_write(path, write)
 
 
 def load_npz(path: Path) -> dict[str, np.ndarray]:
@@ -91,12 +144,13 @@ def load_npz(path: Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise ArtifactError(f"{path} does not exist; run the feature stage (notebook 02) first")
     try:
+        # zipfile checks each array's CRC-32 as it is read to the end.
         with np.load(path) as z:
             return {k: z[k] for k in z.files}
     except Exception as err:  # zipfile, pickle and OS errors all mean a damaged file here
         raise ArtifactError(
             f"{path} is truncated or corrupt ({type(err).__name__}: {err}); delete it and "
-            "re-run the feature stage"
+            "re-run the feature stage (notebook 02 or python -m nbutils analyze)"
         ) from err
 
 
@@ -130,25 +184,35 @@ def device_name(device: torch.device) -> str:
     return f"cpu ({torch.get_num_threads()} threads, {os.cpu_count()} cores)"
 
 
-def create_run(cfg: RunConfig, force: bool = False) -> Path:
-    """Make the run directory and record its config, refusing a different existing one."""
+def check_run_dir(cfg: RunConfig, force: bool = False) -> list[str]:
+    """The recorded training parameters `cfg` changes; raises on any unless `force`."""
+    check_flag("force", force)
     root = Path(cfg.run_dir)
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"run_dir: {root} exists and is not a directory")
     path = root / "config.json"
-    new = cfg.to_dict()
-    changes = diff(load_json(path)["config"], new, TRAINING_KEYS) if path.is_file() else []
-    if changes and force:
-        # Old checkpoints would otherwise be resumed under the new configuration.
-        for stale in (*MODELS, "figures", "notebooks"):
-            shutil.rmtree(root / stale, ignore_errors=True)
-        for stale in ("results.json", "results.md", "timings.json", "controls.json"):
-            (root / stale).unlink(missing_ok=True)
-    elif changes:
+    stored = load_json(path)["config"] if path.is_file() else cfg.to_dict()
+    changes = diff(stored, cfg.to_dict(), TRAINING_KEYS)
+    if changes and not force:
         raise RunConfigMismatch(
             f"run_dir: {root} was made with a different configuration:\n  "
             + "\n  ".join(changes)
             + "\nuse another run_dir, or force=True (--force) to overwrite it"
         )
-    save_json(path, {"config": new, "versions": versions(), "git_commit": git_commit()})
+    return changes
+
+
+def create_run(cfg: RunConfig, force: bool = False) -> Path:
+    """Make the run directory and record its config, refusing a different existing one."""
+    root = Path(cfg.run_dir)
+    if check_run_dir(cfg, force):
+        # Old checkpoints would otherwise be resumed under the new configuration.
+        for stale in (*MODELS, "figures", "notebooks"):
+            shutil.rmtree(root / stale, ignore_errors=True)
+        for stale in ("results.json", "results.md", "timings.json", "controls.json"):
+            (root / stale).unlink(missing_ok=True)
+    save_json(root / "config.json",
+              {"config": cfg.to_dict(), "versions": versions(), "git_commit": git_commit()})
     return root
 
 

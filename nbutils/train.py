@@ -5,6 +5,9 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import random
+import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,14 +18,28 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from nbutils.config import RunConfig
+from nbutils.config import TRAINING_KEYS, RunConfig, check_flag, diff
 from nbutils.data import (
-    Split, augment, channel_stats, coarse_mapping, load_cifar, normalize, stratified_subset,
+    Split,
+    augment,
+    channel_stats,
+    coarse_mapping,
+    load_cifar,
+    normalize,
+    stratified_subset,
     to_tensor,
 )
 from nbutils.models import ResNet18
 from nbutils.runs import (
-    ArtifactError, checkpoint_path, device_name, load_json, load_torch, model_dir, save_json, save_torch,
+    ArtifactError,
+    checkpoint_path,
+    clear_temporaries,
+    device_name,
+    load_json,
+    load_torch,
+    model_dir,
+    save_json,
+    save_torch,
 )
 
 
@@ -52,14 +69,22 @@ def load_run_data(cfg: RunConfig) -> RunData:
     """
     train, test = load_cifar(cfg.data_root, cfg.dataset)
     if cfg.val_per_class:
-        val = stratified_subset(train.labels, cfg.val_per_class, cfg.seed + 1)
+        val = _subset("val_per_class", train, cfg.val_per_class, cfg.seed + 1)
         rest = np.setdiff1d(np.arange(len(train)), val)
         train, test = train.take(rest), train.take(val)
     if cfg.train_per_class:
-        train = train.take(stratified_subset(train.labels, cfg.train_per_class, cfg.seed))
+        train = train.take(_subset("train_per_class", train, cfg.train_per_class, cfg.seed))
     if cfg.test_per_class:
-        test = test.take(stratified_subset(test.labels, cfg.test_per_class, cfg.seed))
+        test = test.take(_subset("test_per_class", test, cfg.test_per_class, cfg.seed))
     return RunData(train, test, coarse_mapping(cfg.mapping, cfg.dataset, train))
+
+
+def _subset(name: str, split: Split, per_class: int, seed: int) -> np.ndarray:
+    """Seeded stratified indices, refusing more per class than the split holds."""
+    fewest = int(np.bincount(split.labels).min()) if len(split) else 0
+    if per_class > fewest:
+        raise ValueError(f"{name}: must be at most {fewest} (the smallest class), got {per_class}")
+    return stratified_subset(split.labels, per_class, seed)
 
 
 def cpu_has_bf16() -> bool:
@@ -74,7 +99,9 @@ def cpu_has_bf16() -> bool:
 def select_device(name: str) -> torch.device:
     """The device for `name` ('auto' picks this process's GPU when one is present)."""
     if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device: 'cuda' was asked for but no GPU is available; use 'auto' or 'cpu'")
+        raise ValueError(
+            "device: 'cuda' was asked for but no GPU is available; allowed here: auto, cpu"
+        )
     if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
@@ -124,14 +151,72 @@ class Dist:
         return self.rank == 0
 
 
+def _env_int(name: str, default: int, least: int) -> int:
+    """An integer environment variable (torchrun's WORLD_SIZE, RANK, ...) of at least `least`."""
+    text = os.environ.get(name)
+    if text is None:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        value = least - 1
+    if value < least:
+        raise ValueError(f"{name}: must be an integer of at least {least}, got {text!r}")
+    return value
+
+
+def usable_ranks(device: torch.device) -> int:
+    """Ranks one node can hold: its GPUs under cuda, its usable CPU cores under gloo on the CPU."""
+    if device.type == "cuda":
+        return torch.cuda.device_count()
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def check_world(device: torch.device) -> int:
+    """The world size torchrun set, refused when this node cannot hold its ranks."""
+    world = _env_int("WORLD_SIZE", 1, least=1)
+    if world == 1:
+        return 1
+    local = _env_int("LOCAL_WORLD_SIZE", world, least=1)
+    rank = _env_int("RANK", 0, least=0)
+    if rank >= world:
+        raise ValueError(f"RANK: must be in 0..{world - 1} (WORLD_SIZE={world}), got {rank}")
+    if not (os.environ.get("MASTER_ADDR") and os.environ.get("MASTER_PORT")):
+        raise ValueError(
+            f"WORLD_SIZE: {world} ranks need MASTER_ADDR and MASTER_PORT; launch them with "
+            "torchrun --nproc_per_node=N -m nbutils train ..."
+        )
+    have = usable_ranks(device)
+    if local > have:
+        kind = "GPU(s)" if device.type == "cuda" else "usable CPU core(s)"
+        raise ValueError(
+            f"WORLD_SIZE: {local} ranks on this node but only {have} {kind} exist; "
+            f"use torchrun --nproc_per_node={have} or fewer"
+        )
+    return world
+
+
 def init_distributed(device: torch.device) -> Dist:
     """Join the torchrun process group when launched by torchrun, else a single process."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
+    if check_world(device) == 1:
         return Dist()
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return Dist(dist.get_rank(), dist.get_world_size())
+
+
+def preflight(cfg: RunConfig) -> tuple[torch.device, Dist]:
+    """The device and process group of a run, checked before any work starts."""
+    device = select_device(cfg.device)
+    world = check_world(device)
+    if cfg.batch_size % world:
+        raise ValueError(
+            f"batch_size: must be divisible by the {world} ranks (WORLD_SIZE), "
+            f"got {cfg.batch_size}"
+        )
+    return device, init_distributed(device)
 
 
 def build_model(cfg: RunConfig, num_classes: int, device: torch.device) -> ResNet18:
@@ -150,9 +235,10 @@ def make_optimizer(cfg: RunConfig, model: torch.nn.Module) -> torch.optim.SGD:
 @torch.no_grad()
 def evaluate(
     model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, stats: tuple,
-    batch_size: int, dtype: torch.dtype | None, ddp: Dist = Dist(),
+    batch_size: int, dtype: torch.dtype | None, ddp: Dist | None = None,
 ) -> tuple[float, float]:
     """(mean loss, accuracy) in eval mode without augmentation; shards over ranks."""
+    ddp = ddp or Dist()
     model.eval()
     mean, std = stats
     loss = torch.zeros((), dtype=torch.float64, device=images.device)
@@ -218,11 +304,54 @@ def train_epoch(
     return float(totals[0]) / len(labels), float(totals[1]) / len(labels)
 
 
-def restore(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer) -> tuple[int, list]:
-    """Load the resume state; returns (completed epochs, log so far)."""
-    state = load_torch(path)
+def rng_state() -> dict:
+    """Every global RNG's state (training draws from per-epoch generators; this is for the rest)."""
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+             "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Put back the global RNG states saved by `rng_state`."""
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    # A run resumed on a machine with other GPUs keeps their fresh states.
+    if len(state.get("cuda", ())) == torch.cuda.device_count() > 0:
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def resume_state(cfg: RunConfig, epoch: int, model: torch.nn.Module,
+                 opt: torch.optim.Optimizer, log: list[dict]) -> dict:
+    """What `last.pt` holds: everything an exact continuation after `epoch` needs."""
+    return {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
+            "log": log, "rng": rng_state(), "config": cfg.to_dict()}
+
+
+def restore(path: Path, cfg: RunConfig, model: torch.nn.Module,
+            opt: torch.optim.Optimizer) -> tuple[int, list]:
+    """Load the resume state; returns (completed epochs, log so far).
+
+    A damaged `last.pt` is an error, not a silent restart: its epochs would be lost unnoticed.
+    """
+    remedy = ("it cannot be resumed from: delete it (training of this model restarts at "
+              "epoch 0) or run without resuming (--no-resume, resume=False)")
+    state = load_torch(path, remedy=remedy)
+    missing = {"model", "optimizer", "epoch", "log"} - set(state)
+    if missing:
+        raise ArtifactError(f"{path} lacks {sorted(missing)}; {remedy}")
+    # Files from before the config was stored in last.pt have none; create_run guards those.
+    changes = diff(state["config"], cfg.to_dict(), TRAINING_KEYS) if "config" in state else []
+    if changes:
+        raise ArtifactError(
+            f"{path} was trained with other values ({'; '.join(changes)}); {remedy}"
+        )
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["optimizer"])
+    if "rng" in state:
+        set_rng_state(state["rng"])
     return state["epoch"], state["log"]
 
 
@@ -230,11 +359,13 @@ def train_model(
     cfg: RunConfig, model_name: str, data: RunData | None = None, resume: bool = True,
     progress: bool = True,
 ) -> list[dict]:
-    """Train `model_name` ('coarse' or 'baseline'), checkpointing; returns the per-epoch log."""
-    device = select_device(cfg.device)
-    ddp = init_distributed(device)
-    if cfg.batch_size % ddp.world:
-        raise ValueError(f"batch_size: {cfg.batch_size} is not divisible by {ddp.world} ranks")
+    """Train `model_name` ('coarse' or 'baseline'), checkpointing; returns the per-epoch log.
+
+    With `resume`, a run killed at any point continues from its last complete epoch and ends
+    with the weights an uninterrupted run would have (exactly, on the CPU).
+    """
+    check_flag("resume", resume)
+    device, ddp = preflight(cfg)
     data = data or load_run_data(cfg)
     dtype = amp_dtype(cfg.amp, device)
     out = model_dir(cfg, model_name)
@@ -246,9 +377,18 @@ def train_model(
     opt = make_optimizer(cfg, model)
     start, log = 0, []
     last = out / "last.pt"
+    if ddp.main:
+        clear_temporaries(out)
     if resume and last.is_file():
-        start, log = restore(last, model, opt)
+        start, log = restore(last, cfg, model, opt)
+        if ddp.main:
+            print(f"[nbutils] {model_name}: resuming after epoch {start} of {cfg.epochs} "
+                  f"from {last}", file=sys.stderr, flush=True)
+            # A kill between last.pt and log.json of the final epoch leaves no loop to write it.
+            save_json(out / "log.json", log)
     elif ddp.main:
+        # Features of an earlier training of this model would otherwise be kept as current.
+        shutil.rmtree(out / "features", ignore_errors=True)
         save_torch(checkpoint_path(cfg, model_name, 0), {"model": model.state_dict(), "epoch": 0})
     net = model
     if ddp.world > 1:
@@ -260,7 +400,8 @@ def train_model(
     steps = steps_per_epoch(len(y_tr), cfg)
     if ddp.main:
         save_json(out / "train_meta.json", {
-            "device": device_name(device), "amp": str(dtype).replace("torch.", "") if dtype else "off",
+            "device": device_name(device),
+            "amp": str(dtype).replace("torch.", "") if dtype else "off",
             "world_size": ddp.world, "num_classes": data.num_classes(model_name),
             "train_size": len(y_tr), "test_size": len(y_te),
         })
@@ -268,7 +409,8 @@ def train_model(
                       initial=start, total=cfg.epochs):
         t0 = time.perf_counter()
         tr_loss, tr_acc = train_epoch(net, opt, x_tr, y_tr, cfg, epoch, stats, dtype, ddp, progress)
-        te_loss, te_acc = evaluate(net, x_te, y_te, stats, cfg.eval_batch_size, dtype, ddp)
+        # The bare module: DDP's forward syncs buffers, and ranks hold unequal eval shards.
+        te_loss, te_acc = evaluate(model, x_te, y_te, stats, cfg.eval_batch_size, dtype, ddp)
         log.append(dict(
             epoch=epoch, lr=lr_at(epoch * steps - 1, steps * cfg.epochs, cfg),
             train_loss=tr_loss, train_acc=tr_acc, test_loss=te_loss, test_acc=te_acc,
@@ -278,8 +420,7 @@ def train_model(
             if epoch in cfg.checkpoint_epochs:
                 save_torch(checkpoint_path(cfg, model_name, epoch),
                            {"model": model.state_dict(), "epoch": epoch})
-            save_torch(last, {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                              "epoch": epoch, "log": log})
+            save_torch(last, resume_state(cfg, epoch, model, opt, log))
             save_json(out / "log.json", log)
         if ddp.world > 1:
             dist.barrier()
