@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="overwrite a run directory made with a different configuration")
         p.add_argument("--no-progress", dest="progress", action="store_false")
     sub.add_parser("readme", help="rebuild the README results table from figures/*/results.json")
+    norms = sub.add_parser("feature-norms", help="recovery under each feature normalisation")
+    norms.add_argument("--run-dir", dest="run_dir", required=True)
+    norms.add_argument("--out", required=True, help="JSON file to write, e.g. figures/cpu/...")
     sub.choices["reproduce"].add_argument("--publish-dir", dest="publish_dir")
     sub.choices["train"].add_argument(
         "--models", help="coarse,baseline (default: coarse, and baseline if train_baseline)"
@@ -120,6 +123,23 @@ def cmd_analyze(args: argparse.Namespace) -> None:
     print(results.markdown_table(res))
 
 
+def cmd_feature_norms(args: argparse.Namespace) -> None:
+    """Write the feature-normalisation ablation of a finished run's last checkpoint."""
+    from pathlib import Path
+
+    from nbutils.analysis import feature_norm_ablation
+    from nbutils.runs import load_run, save_json
+
+    cfg = load_run(args.run_dir)
+    table = feature_norm_ablation(cfg)
+    save_json(Path(args.out), {"run_dir": str(cfg.run_dir), "epoch": cfg.epochs,
+                               "selection": "train_cluster_acc (train labels only)",
+                               "by_feature_norm": table})
+    for norm, m in table.items():
+        print(f"{norm:12s} train {m['train_cluster_acc']:.4f}  test(a) "
+              f"{m['test_acc_true_coarse']:.4f}  test(b) {m['test_acc_pred_coarse']:.4f}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Dispatch a sub-command; errors in parameters exit with their message."""
     args = build_parser().parse_args(argv)
@@ -131,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
                       publish_dir=args.publish_dir, resume=args.resume, **common_overrides(args))
         elif args.command == "train":
             cmd_train(args)
+        elif args.command == "feature-norms":
+            cmd_feature_norms(args)
         elif args.command == "readme":
             from nbutils.reproduce import REPO
             from nbutils.results import update_readme

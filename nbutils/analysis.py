@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from nbutils.collapse import collapse_report
 from nbutils.config import RunConfig
 from nbutils.data import class_names, mapping_table, stratified_subset
 from nbutils.features import load_features
-from nbutils.recovery import Recovery, raw_pixel_features, recover_fine_labels
+from nbutils.recovery import FEATURE_NORMS, Recovery, raw_pixel_features, recover_fine_labels
 from nbutils.runs import load_json, model_dir, record_time, save_json
 from nbutils.train import RunData
 from nbutils.viz import umap_embedding
@@ -134,3 +135,15 @@ def umap_views(cfg: RunConfig, epoch: int | None = None) -> dict[str, Any]:
     }
     record_time(cfg, "umap", time.perf_counter() - t0)
     return views
+
+
+def feature_norm_ablation(cfg: RunConfig, epoch: int | None = None) -> dict[str, dict]:
+    """Recovery under every feature normalisation, on one checkpoint of the coarse model.
+
+    Choose by `train_cluster_acc` (train labels only); the test numbers are reported, not used.
+    """
+    feats = load_features(cfg, "coarse", cfg.epochs if epoch is None else epoch)
+    out = {}
+    for norm in FEATURE_NORMS:
+        out[norm] = recover(replace(cfg, feature_norm=norm), feats, use_pred=True).metrics
+    return out
