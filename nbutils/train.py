@@ -409,6 +409,10 @@ def train_model(
                       initial=start, total=cfg.epochs):
         t0 = time.perf_counter()
         tr_loss, tr_acc = train_epoch(net, opt, x_tr, y_tr, cfg, epoch, stats, dtype, ddp, progress)
+        if ddp.world > 1:
+            # Rank 0's BN statistics are the ones saved; other ranks' drifted in their last steps.
+            for buf in model.buffers():
+                dist.broadcast(buf, 0)
         # The bare module: DDP's forward syncs buffers, and ranks hold unequal eval shards.
         te_loss, te_acc = evaluate(model, x_te, y_te, stats, cfg.eval_batch_size, dtype, ddp)
         log.append(dict(
