@@ -10,8 +10,16 @@ import pytest
 import torch
 
 from nbutils.data import (
-    DataError, Split, augment, coarse_mapping, load_cifar, normalize, read_cifar100_python,
-    save_cache, stratified_subset, to_tensor,
+    DataError,
+    Split,
+    augment,
+    coarse_mapping,
+    load_cifar,
+    normalize,
+    read_cifar100_python,
+    save_cache,
+    stratified_subset,
+    to_tensor,
 )
 from tests.conftest import fake_split
 
