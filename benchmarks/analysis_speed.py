@@ -18,14 +18,12 @@ metrics (loop seconds / our seconds, both on the whole train set).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
-import os
 import time
 
 import numpy as np
 import torch
-from threadpoolctl import threadpool_limits
+from common import load, run
 
 from nbutils.collapse import collapse_report
 from nbutils.recovery import recover_fine_labels
@@ -198,26 +196,6 @@ def timed(fn, *args, **kwargs) -> tuple[object, tuple[float, float]]:
     return out, (time.perf_counter() - wall, time.process_time() - cpu)
 
 
-def limit_threads(n: int | None) -> contextlib.AbstractContextManager:
-    """Cap torch's and the BLAS/OpenMP libraries' threads at n; no cap for None."""
-    if n is None:
-        return contextlib.nullcontext()
-    torch.set_num_threads(n)
-    return threadpool_limits(n)
-
-
-def load() -> str:
-    """The 1, 5 and 15 minute load averages."""
-    return " ".join(f"{v:.2f}" for v in os.getloadavg())
-
-
-def main() -> None:
-    """Parse the flags and measure under the thread cap."""
-    args = parse_args()
-    with limit_threads(args.threads):
-        measure(args)
-
-
 def measure(args: argparse.Namespace) -> None:
     """Time ours and the loop, check agreement, print the table; the last line is the ratio."""
     parts = structure(args.dim)
@@ -269,4 +247,4 @@ def measure(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(parse_args, measure)

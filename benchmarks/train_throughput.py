@@ -16,8 +16,6 @@ The last line is `ratio <ours / standard>`.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from common import load, run
 from PIL import Image
-from threadpoolctl import threadpool_limits
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
@@ -180,26 +178,6 @@ def context(args: argparse.Namespace) -> dict:
     )
 
 
-def limit_threads(n: int | None) -> contextlib.AbstractContextManager:
-    """Cap torch's and the BLAS/OpenMP libraries' threads at n; no cap for None."""
-    if n is None:
-        return contextlib.nullcontext()
-    torch.set_num_threads(n)
-    return threadpool_limits(n)
-
-
-def load() -> str:
-    """The 1, 5 and 15 minute load averages."""
-    return " ".join(f"{v:.2f}" for v in os.getloadavg())
-
-
-def main() -> None:
-    """Parse the flags and measure under the thread cap."""
-    args = parse_args()
-    with limit_threads(args.threads):
-        measure(args)
-
-
 def measure(args: argparse.Namespace) -> None:
     """Measure the three loops and print the table; the last line is the ratio."""
     ctx = context(args)
@@ -231,4 +209,4 @@ def measure(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(parse_args, measure)
