@@ -35,7 +35,6 @@ from nbutils.runs import (
     checkpoint_path,
     clear_temporaries,
     device_name,
-    load_json,
     load_torch,
     model_dir,
     save_json,
@@ -429,14 +428,6 @@ def train_model(
         if ddp.world > 1:
             dist.barrier()
     return log
-
-
-def load_log(cfg: RunConfig, model_name: str) -> list[dict]:
-    """The per-epoch training log of a model in the run."""
-    path = model_dir(cfg, model_name) / "log.json"
-    if not path.is_file():
-        raise ArtifactError(f"{path} does not exist; train '{model_name}' (notebook 01) first")
-    return load_json(path)
 
 
 def load_model(cfg: RunConfig, model_name: str, epoch: int, num_classes: int,
