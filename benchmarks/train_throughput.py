@@ -29,7 +29,14 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 from nbutils.config import resolve
-from nbutils.data import channel_stats, coarse_mapping, load_cifar, normalize, to_tensor
+from nbutils.data import (
+    channel_stats,
+    coarse_mapping,
+    load_cifar,
+    normalize,
+    stats_tensors,
+    to_tensor,
+)
 from nbutils.train import (
     Dist,
     amp_dtype,
@@ -174,7 +181,7 @@ def context(args: argparse.Namespace) -> dict:
         images=train.images, labels=labels, x=to_tensor(train.images, device),
         y=torch.from_numpy(labels).to(device), batch=args.batch_size, steps=args.steps,
         warmup=args.warmup, workers=args.workers,
-        stats=tuple(torch.tensor(s, device=device) for s in channel_stats("cifar10")),
+        stats=stats_tensors("cifar10", device),
     )
 
 

@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from nbutils.data import DATASETS
+from nbutils.recovery import FEATURE_NORMS
 
 SCHEDULES = ("onecycle", "cosine", "step")
 AMP_MODES = ("auto", "bf16", "off")
 DEVICES = ("auto", "cpu", "cuda")
-FEATURE_NORMS = ("none", "l2", "center_l2", "standardize")
 # numpy's legacy seeding (scikit-learn's random_state) takes 32-bit seeds.
 MAX_SEED = 2**32 - 1
 

@@ -255,6 +255,11 @@ def channel_stats(dataset: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
     return (CIFAR10_MEAN, CIFAR10_STD) if dataset == "cifar10" else (CIFAR100_MEAN, CIFAR100_STD)
 
 
+def stats_tensors(dataset: str, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+    """channel_stats as (mean, std) float32 tensors on `device`, as `normalize` takes them."""
+    return tuple(torch.tensor(s, device=device) for s in channel_stats(dataset))
+
+
 def to_tensor(images: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
     """uint8 NHWC numpy images -> uint8 NCHW tensor on `device` (kept uint8: 4x less memory)."""
     return torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).to(device)

@@ -10,7 +10,7 @@ import torch
 from tqdm.auto import tqdm
 
 from nbutils.config import RunConfig, check_flag
-from nbutils.data import channel_stats, normalize, to_tensor
+from nbutils.data import normalize, stats_tensors, to_tensor
 from nbutils.runs import (
     ArtifactError,
     checkpoint_path,
@@ -48,7 +48,7 @@ def extract_checkpoint(
     """Compute and save train/test features of one checkpoint; returns the file."""
     num_classes = data.num_classes(model_name)
     model = load_model(cfg, model_name, epoch, num_classes, device)
-    stats = tuple(torch.tensor(s, device=device) for s in channel_stats(cfg.dataset))
+    stats = stats_tensors(cfg.dataset, device)
     arrays = {}
     for split in ("train", "test"):
         images = to_tensor(getattr(data, split).images, device)

@@ -22,10 +22,10 @@ from nbutils.config import TRAINING_KEYS, RunConfig, check_flag, diff
 from nbutils.data import (
     Split,
     augment,
-    channel_stats,
     coarse_mapping,
     load_cifar,
     normalize,
+    stats_tensors,
     stratified_subset,
     to_tensor,
 )
@@ -368,7 +368,7 @@ def train_model(
     data = data or load_run_data(cfg)
     dtype = amp_dtype(cfg.amp, device)
     out = model_dir(cfg, model_name)
-    stats = tuple(torch.tensor(s, device=device) for s in channel_stats(cfg.dataset))
+    stats = stats_tensors(cfg.dataset, device)
     x_tr, x_te = to_tensor(data.train.images, device), to_tensor(data.test.images, device)
     y_tr = torch.from_numpy(data.labels(model_name, "train")).to(device)
     y_te = torch.from_numpy(data.labels(model_name, "test")).to(device)
