@@ -1,0 +1,349 @@
+"""Experiments beyond the headline: summaries over seeds, dynamics, hierarchies, 20-label split.
+
+Everything here reads the results.json of finished runs (see sweeps.py) or, for the split,
+trains through train.train_model on relabelled data; plots live in expfigures.py.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from nbutils.collapse import collapse_report
+from nbutils.config import RunConfig, check_flag, resolve
+from nbutils.data import CIFAR10_CLASSES, Split, coarse_mapping
+from nbutils.features import extract_checkpoint, load_features
+from nbutils.recovery import recover_fine_labels
+from nbutils.runs import create_run, features_path, load_json, save_json
+from nbutils.sweeps import comparable
+from nbutils.train import RunData, load_run_data, select_device, train_model
+
+# Dotted paths into results.json / history entries, with the labels figures use.
+RECOVERY_KEYS = {
+    "recovery.train_cluster_acc": "train clustering",
+    "recovery.test_acc_true_coarse": "test, true super-class (a)",
+    "recovery.test_acc_pred_coarse": "test, predicted super-class (b)",
+}
+NC1_KEYS = {"nc.coarse.nc1": "NC1 coarse (K=5)", "nc.fine.nc1": "NC1 fine (K=10)"}
+SEPARATION_KEYS = {
+    "nc.fine_structure.fine_variance_fraction_mean": "between-fine share of super-class variance",
+    "nc.fine_structure.nc1_within_superclass_mean": "NC1 of the fine classes in a super-class",
+}
+SUMMARY_KEYS = (
+    "coarse.train_acc", "coarse.test_acc", *RECOVERY_KEYS, "recovery.nmi",
+    "nc.coarse.nc1", "nc.fine.nc1", *SEPARATION_KEYS,
+    "controls.random_init.test_acc_true_coarse",
+)
+
+
+def value(entry: dict[str, Any], path: str) -> float:
+    """The number at a dotted `path` of a results or history entry (NaN when absent or None)."""
+    node: Any = entry
+    for key in path.split("."):
+        if not isinstance(node, dict) or key not in node:
+            return math.nan
+        node = node[key]
+    return math.nan if node is None else float(node)
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    """Mean, std (ddof=0), min, max and count of values over seeds (NaNs dropped)."""
+    v = np.asarray([x for x in values if not math.isnan(x)], dtype=np.float64)
+    if v.size == 0:
+        return {"mean": math.nan, "std": math.nan, "min": math.nan, "max": math.nan, "n": 0}
+    return {"mean": float(v.mean()), "std": float(v.std()), "min": float(v.min()),
+            "max": float(v.max()), "n": int(v.size)}
+
+
+def config_of(res: dict[str, Any], key: str) -> Any:
+    """A configuration value of a run's results.json."""
+    return res["config"][key]
+
+
+def setting(res: dict[str, Any], seeds: int) -> str:
+    """The setting a figure states: profile, width, data, epochs and number of seeds."""
+    cfg = res["config"]
+    per = f"{cfg['train_per_class']}/class" if cfg["train_per_class"] else "full train set"
+    return (f"profile {cfg['profile']}: ResNet-18 w={cfg['width']}, {per}, {cfg['epochs']} epochs, "
+            f"{seeds} seed{'s' if seeds != 1 else ''}")
+
+
+def group_by(results: list[dict[str, Any]], key: str) -> dict[Any, list[dict[str, Any]]]:
+    """Results grouped by one configuration key, groups in first-seen order."""
+    groups: dict[Any, list[dict[str, Any]]] = {}
+    for res in results:
+        groups.setdefault(str(config_of(res, key)), []).append(res)
+    return groups
+
+
+def summarise(results: list[dict[str, Any]], key: str,
+              paths: tuple[str, ...] = SUMMARY_KEYS) -> dict[str, dict[str, Any]]:
+    """Per value of config `key`: the seeds and the spread of every path over them."""
+    return {g: {"seeds": [config_of(r, "seed") for r in rs],
+                **{p: spread([value(r, p) for r in rs]) for p in paths}}
+            for g, rs in group_by(results, key).items()}
+
+
+# --------------------------------------------------------------------------- dynamics
+
+
+def tpt_epoch(history: list[dict[str, Any]], threshold: float = 1.0) -> int | None:
+    """First checkpoint epoch whose clean coarse train accuracy reaches `threshold`."""
+    if not 0 < threshold <= 1:
+        raise ValueError(f"threshold: must be in (0, 1], got {threshold!r}")
+    return next((h["epoch"] for h in history if h["coarse_train_acc"] >= threshold), None)
+
+
+def history_matrix(results: list[dict[str, Any]], path: str) -> tuple[np.ndarray, np.ndarray]:
+    """(checkpoint epochs, seeds x epochs values) of `path` over the runs' histories."""
+    epochs = [tuple(h["epoch"] for h in r["history"]) for r in results]
+    if not results or len(set(epochs)) != 1:
+        raise ValueError("results: need at least one run, all with the same checkpoint epochs")
+    return (np.asarray(epochs[0]),
+            np.asarray([[value(h, path) for h in r["history"]] for r in results]))
+
+
+def dynamics_summary(results: list[dict[str, Any]], threshold: float = 1.0) -> dict[str, Any]:
+    """Every dynamics series (mean, std, per seed) and each seed's terminal-phase epoch."""
+    out: dict[str, Any] = {"setting": setting(results[0], len(results)),
+                           "seeds": [config_of(r, "seed") for r in results],
+                           "threshold": threshold,
+                           "tpt_epoch": [tpt_epoch(r["history"], threshold) for r in results],
+                           "series": {}}
+    paths = {"coarse_train_acc": "clean coarse train accuracy", **RECOVERY_KEYS, **NC1_KEYS,
+             **SEPARATION_KEYS}
+    for path, label in paths.items():
+        epochs, m = history_matrix(results, path)
+        out["epochs"] = epochs.tolist()
+        out["series"][path] = {"label": label, "mean": m.mean(axis=0).tolist(),
+                               "std": m.std(axis=0).tolist(), "per_seed": m.tolist()}
+    return out
+
+
+def load_cpu_run(path: str | Path | None) -> dict[str, Any] | None:
+    """A results.json (a file, or a run / figures directory holding one); None when absent."""
+    if path in (None, ""):
+        return None
+    path = Path(path)
+    path = path / "results.json" if path.is_dir() else path
+    return load_json(path) if path.is_file() else None
+
+
+def terminal_changes(summary: dict[str, Any]) -> dict[str, Any]:
+    """terminal_change of every series but the accuracy that defines the terminal phase."""
+    return {p: terminal_change(summary, p) for p in summary["series"] if p != "coarse_train_acc"}
+
+
+def terminal_change(summary: dict[str, Any], path: str) -> dict[str, Any] | None:
+    """Per seed, `path` at its terminal-phase epoch and at the end, and the change between."""
+    epochs = summary["epochs"]
+    rows = []
+    for seed_values, tpt in zip(summary["series"][path]["per_seed"], summary["tpt_epoch"],
+                                strict=True):
+        if tpt is None:
+            continue
+        at = seed_values[epochs.index(tpt)]
+        rows.append({"tpt_epoch": tpt, "at_tpt": at, "end": seed_values[-1],
+                     "change": seed_values[-1] - at})
+    return {"per_seed": rows, "change": spread([r["change"] for r in rows])} if rows else None
+
+
+# --------------------------------------------------------------------------- grid
+
+GRID_KEYS = {"recovery.test_acc_true_coarse": "fine recovery, test (a)",
+             "recovery.test_acc_pred_coarse": "fine recovery, test (b)",
+             "recovery.train_cluster_acc": "fine recovery, train clustering",
+             "coarse.train_acc": "coarse train accuracy", "coarse.test_acc": "coarse test accuracy",
+             "nc.coarse.nc1": "NC1 coarse", "nc.fine.nc1": "NC1 fine",
+             "nc.fine_structure.fine_variance_fraction_mean": "between-fine variance share"}
+
+
+def grid_summary(results: list[dict[str, Any]], lrs: list[float],
+                 weight_decays: list[float]) -> dict[str, Any]:
+    """lr x weight-decay matrices (mean over seeds; NaN for a missing cell) of GRID_KEYS."""
+    cells: dict[tuple[float, float], list[dict[str, Any]]] = {}
+    for res in results:
+        cells.setdefault((config_of(res, "lr"), config_of(res, "weight_decay")), []).append(res)
+    seeds = max(len(v) for v in cells.values())
+    out: dict[str, Any] = {"setting": setting(results[0], seeds), "lrs": lrs,
+                           "weight_decays": weight_decays, "labels": GRID_KEYS, "mean": {},
+                           "std": {}}
+    for path in GRID_KEYS:
+        stats = [[spread([value(r, path) for r in cells.get((lr, wd), [])])
+                  for wd in weight_decays] for lr in lrs]
+        out["mean"][path] = [[s["mean"] for s in row] for row in stats]
+        out["std"][path] = [[s["std"] for s in row] for row in stats]
+    return out
+
+
+def grid_frame(grid: dict[str, Any]) -> pd.DataFrame:
+    """One row per grid cell, one column per GRID_KEYS value (means over seeds)."""
+    rows = []
+    for i, lr in enumerate(grid["lrs"]):
+        for j, wd in enumerate(grid["weight_decays"]):
+            rows.append({"lr": lr, "weight_decay": wd,
+                         **{label: grid["mean"][p][i][j] for p, label in grid["labels"].items()}})
+    return pd.DataFrame(rows)
+
+
+def summary_frame(summary: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """Means (with std over seeds) of a summary, one row per group."""
+    rows = []
+    for group, entry in summary.items():
+        row = {"group": group, "seeds": entry["seeds"]}
+        for key, s in entry.items():
+            if isinstance(s, dict) and "mean" in s:
+                row[key] = f"{s['mean']:.4f} ± {s['std']:.4f}"
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("group")
+
+
+# --------------------------------------------------------------------------- hierarchies
+
+
+def pair_names(fine_to_coarse: np.ndarray) -> list[str]:
+    """'cat/dog' style names of the super-classes of a CIFAR-10 mapping."""
+    return ["/".join(CIFAR10_CLASSES[f] for f in np.flatnonzero(fine_to_coarse == s))
+            for s in range(int(fine_to_coarse.max()) + 1)]
+
+
+def pair_table(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every merged pair of every run: its mapping and test recovery (a), spread over seeds."""
+    pairs: dict[tuple[str, str], list[float]] = {}
+    for res in results:
+        mapping = config_of(res, "mapping")
+        names = pair_names(coarse_mapping(mapping))
+        for name, acc in zip(names, res["recovery"]["per_superclass"], strict=True):
+            pairs.setdefault((str(mapping), name), []).append(acc)
+    rows = [{"mapping": m, "pair": p, **spread(v)} for (m, p), v in pairs.items()]
+    return sorted(rows, key=lambda r: r["mean"])
+
+
+# --------------------------------------------------------------------------- 20-label split
+
+SPLIT_MODELS = {"baseline": "20-label model (halves are labels)",
+                "coarse": "10-label model (halves unlabelled)"}
+
+
+def split_halves(labels: np.ndarray, seed: int) -> np.ndarray:
+    """A seeded random half (0 or 1) for every sample, balanced within each class."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    half = np.zeros(len(labels), dtype=np.int64)
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        half[idx[len(idx) // 2:]] = 1
+    return half
+
+
+def split_run_data(cfg: RunConfig) -> RunData:
+    """The run's data with every class split at random into halves 2c and 2c+1 (20 labels).
+
+    The fine -> super-class map sends each half back to its class, so in the pipeline's terms
+    the 'baseline' model learns the 20 halves and the 'coarse' model the 10 real classes.
+    """
+    data = load_run_data(cfg)
+
+    def relabel(split: Split, seed: int) -> Split:
+        """Labels 2 * class + random half."""
+        return Split(split.images, 2 * split.labels + split_halves(split.labels, seed))
+
+    # Test halves are drawn with another seed: they are a fresh random split, as on train.
+    return RunData(relabel(data.train, cfg.seed), relabel(data.test, cfg.seed + 1),
+                   np.arange(20, dtype=np.int64) // 2)
+
+
+def half_separation(cfg: RunConfig, model: str, epoch: int) -> dict[str, Any]:
+    """How far the halves of each class separate in one checkpoint's features."""
+    f = load_features(cfg, model, epoch)
+    f2c = f["fine_to_coarse"]
+    trained_on = "fine" if model == "baseline" else "coarse"
+    nc = collapse_report(f["train_features"], f["train_fine"], f2c, trained_on,
+                         head_weight=f["head_weight"], head_bias=f["head_bias"])
+    rec = recover_fine_labels(f["train_features"], f["train_fine"], f["test_features"],
+                              f["test_fine"], f2c, n_init=cfg.n_init, seed=cfg.seed,
+                              feature_norm=cfg.feature_norm, probe=False).metrics
+    pred = f["test_pred"] if model == "coarse" else f["test_pred"] // 2
+    out = {"epoch": epoch, "train_cluster_acc": rec["train_cluster_acc"],
+           "test_acc_true_class": rec["test_acc_true_coarse"],
+           "fine_variance_fraction": nc["fine_structure"]["fine_variance_fraction_mean"],
+           "nc1_within_class": nc["fine_structure"]["nc1_within_superclass_mean"],
+           "class_test_acc": float((pred == f2c[f["test_fine"]]).mean())}
+    if model == "baseline":
+        # The head's own half decision, counted where it named the right class.
+        for split in ("train", "test"):
+            right = f[f"{split}_pred"] // 2 == f2c[f[f"{split}_fine"]]
+            hit = f[f"{split}_pred"][right] == f[f"{split}_fine"][right]
+            out[f"head_half_acc_{split}"] = float(hit.mean()) if right.any() else math.nan
+    return out
+
+
+def split_configs(profile: str, root: str | Path, seeds: list[int],
+                  **common: Any) -> list[RunConfig]:
+    """Validated configs of the split runs, one per seed, both models trained."""
+    if not isinstance(seeds, list) or not seeds:
+        raise ValueError(f"seeds: must be a non-empty list, got {seeds!r}")
+    given = {k: v for k, v in common.items() if v is not None}
+    if "mapping" in given or "train_baseline" in given:
+        raise ValueError("overrides: the split run sets mapping and train_baseline itself")
+    return [resolve(profile, run_dir=str(Path(root) / f"seed={s}"), seed=s, train_baseline=True,
+                    **given) for s in seeds]
+
+
+def run_split(cfg: RunConfig, models: tuple[str, ...] = ("baseline", "coarse"),
+              progress: bool = True) -> dict[str, Any]:
+    """Train the split run's models (resuming), extract features, measure the halves."""
+    check_flag("progress", progress)
+    unknown = sorted(set(models) - set(SPLIT_MODELS))
+    if unknown or not models:
+        raise ValueError(f"models: unknown or empty {unknown or models}; allowed: "
+                         f"{', '.join(SPLIT_MODELS)}")
+    path = Path(cfg.run_dir) / "split_results.json"
+    if path.is_file():
+        done = load_json(path)
+        if comparable(done["config"]) == comparable(cfg.to_dict()):
+            return done
+    data = split_run_data(cfg)
+    create_run(cfg)
+    device = select_device(cfg.device)
+    out: dict[str, Any] = {"config": cfg.to_dict(), "labels": "20 random halves (2 per class)"}
+    for model in models:
+        log = train_model(cfg, model, data, progress=progress)
+        for epoch in cfg.checkpoint_epochs:
+            if not features_path(cfg, model, epoch).is_file():
+                extract_checkpoint(cfg, model, epoch, data, device, progress)
+        out[model] = {"train_acc_augmented": log[-1]["train_acc"], "test_acc": log[-1]["test_acc"],
+                      "history": [half_separation(cfg, model, e) for e in cfg.checkpoint_epochs]}
+    save_json(path, out)
+    return out
+
+
+SPLIT_KEYS = ("train_cluster_acc", "test_acc_true_class", "fine_variance_fraction",
+              "nc1_within_class")
+MERGED_KEYS = {"train_cluster_acc": "recovery.train_cluster_acc",
+               "test_acc_true_class": "recovery.test_acc_true_coarse",
+               "fine_variance_fraction": "nc.fine_structure.fine_variance_fraction_mean",
+               "nc1_within_class": "nc.fine_structure.nc1_within_superclass_mean"}
+
+
+def split_summary(split_runs: list[dict[str, Any]],
+                  merged_runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Spread over seeds of the halves' separation (each model) beside real merged pairs."""
+    out = {}
+    for model, label in SPLIT_MODELS.items():
+        runs = [r for r in split_runs if model in r]
+        if runs:
+            finals = [r[model]["history"][-1] for r in runs]
+            keys = (*SPLIT_KEYS, "class_test_acc", "head_half_acc_train", "head_half_acc_test")
+            out[model] = {"label": label, "seeds": [r["config"]["seed"] for r in runs],
+                          **{k: spread([f.get(k, math.nan) for f in finals]) for k in keys}}
+    if merged_runs:
+        out["merged"] = {
+            "label": f"5-label {config_of(merged_runs[0], 'mapping')} model (real pairs merged)",
+            "seeds": [config_of(r, "seed") for r in merged_runs],
+            **{k: spread([value(r, p) for r in merged_runs]) for k, p in MERGED_KEYS.items()}}
+    return out

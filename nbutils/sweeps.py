@@ -1,0 +1,113 @@
+"""Papermill sweeps: notebooks 01-04 once per parameter set, each into its own run directory.
+
+A run directory is named after mapping, learning rate, weight decay and seed (plus any other
+parameter a point sets), e.g. `mapping=mod5_lr=0.1_weight_decay=0.0005_seed=0`, under a root shared
+by one setting, so experiments asking for the same run share it: a run whose results.json was made
+with the same configuration is read back, not trained again.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from nbutils.config import RunConfig, resolve
+from nbutils.reproduce import NOTEBOOK_DIR, notebook_parameters, run_notebook
+from nbutils.runs import load_json, save_json
+
+PIPELINE = ("01_train", "02_features", "03_collapse", "04_recovery")
+# Always in a run's name, so that the grid, the hierarchies and the dynamics share their runs.
+NAME_KEYS = ("mapping", "lr", "weight_decay", "seed")
+# Where a run lives and which data copy it reads do not change what it computes.
+LOCATION_KEYS = ("run_dir", "data_root")
+
+
+def run_name(cfg: RunConfig, point: dict[str, Any]) -> str:
+    """Directory name of one sweep point: NAME_KEYS, then the point's other keys; path-safe."""
+    values = cfg.to_dict()
+    keys = (*NAME_KEYS, *(k for k in point if k not in NAME_KEYS))
+    text = "_".join(f"{k}={values[k]}" for k in keys)
+    return re.sub(r"[^A-Za-z0-9.=_-]+", "-", text)
+
+
+def comparable(config: dict[str, Any]) -> dict[str, Any]:
+    """A config without the keys that only say where things are."""
+    return {k: v for k, v in config.items() if k not in LOCATION_KEYS}
+
+
+def finished(cfg: RunConfig) -> dict[str, Any] | None:
+    """The run's results.json when it exists and was made with exactly this configuration."""
+    path = Path(cfg.run_dir) / "results.json"
+    if not path.is_file():
+        return None
+    res = load_json(path)
+    return res if comparable(res.get("config", {})) == comparable(cfg.to_dict()) else None
+
+
+def sweep_configs(
+    points: list[dict[str, Any]], profile: str, root: str | Path, **common: Any
+) -> list[RunConfig]:
+    """Validated configs of every point (a bad value fails here, before any training)."""
+    if not isinstance(points, list) or not points:
+        raise ValueError(f"points: must be a non-empty list of parameter dicts, got {points!r}")
+    overlap = sorted({k for p in points for k in p} & set(common))
+    if overlap:
+        raise ValueError(f"points and common parameters both set {overlap}; set each once")
+    cfgs = [resolve(profile, **common, **p) for p in points]
+    names = [run_name(c, p) for c, p in zip(cfgs, points, strict=True)]
+    if len(set(names)) != len(names):
+        raise ValueError(f"points: must be distinct, got {names}")
+    return [replace(c, run_dir=str(Path(root) / n)) for c, n in zip(cfgs, names, strict=True)]
+
+
+def run_pipeline(cfg: RunConfig, overrides: dict[str, Any]) -> dict[str, Any]:
+    """Notebooks 01-04 into cfg.run_dir (training resumes), unless already finished; results."""
+    done = finished(cfg)
+    if done is not None:
+        return done
+    out = Path(cfg.run_dir) / "notebooks"
+    out.mkdir(parents=True, exist_ok=True)
+    seconds = {}
+    for name in PIPELINE:
+        print(f"[sweep] {cfg.run_dir}: {name} ...", file=sys.stderr, flush=True)
+        seconds[name] = run_notebook(NOTEBOOK_DIR / f"{name}.ipynb", out / f"{name}.ipynb",
+                                     notebook_parameters(cfg, name, overrides))
+    save_json(Path(cfg.run_dir) / "notebook_seconds.json", seconds)
+    return load_json(Path(cfg.run_dir) / "results.json")
+
+
+def run_sweep(
+    points: list[dict[str, Any]], profile: str = "exp", root: str | Path | None = None,
+    **common: Any,
+) -> list[dict[str, Any]]:
+    """results.json of every point, running the pipeline for those not yet finished."""
+    root = Path(root) if root not in (None, "") else Path("runs") / "experiments" / profile
+    cfgs = sweep_configs(points, profile, root, **common)
+    given = {k: v for k, v in common.items() if v is not None}
+    return [run_pipeline(cfg, {**given, **p}) for cfg, p in zip(cfgs, points, strict=True)]
+
+
+def grid_points(
+    lrs: list[float], weight_decays: list[float], seeds: list[int]
+) -> list[dict[str, Any]]:
+    """The learning-rate x weight-decay grid, one point per seed."""
+    for name, values in (("lrs", lrs), ("weight_decays", weight_decays), ("seeds", seeds)):
+        if not isinstance(values, list) or not values:
+            raise ValueError(f"{name}: must be a non-empty list, got {values!r}")
+    return [{"lr": lr, "weight_decay": wd, "seed": s}
+            for lr in lrs for wd in weight_decays for s in seeds]
+
+
+def mapping_points(mappings: dict[str, list[int]]) -> list[dict[str, Any]]:
+    """One point per (mapping, seed): `mappings` maps a mapping name to its seeds."""
+    if not isinstance(mappings, dict) or not mappings:
+        raise ValueError(f"mappings: must be a non-empty dict name -> seeds, got {mappings!r}")
+    for name, seeds in mappings.items():
+        if not isinstance(seeds, list) or not seeds:
+            raise ValueError(
+                f"mappings[{name!r}]: must be a non-empty list of seeds, got {seeds!r}"
+            )
+    return [{"mapping": m, "seed": s} for m, seeds in mappings.items() for s in seeds]

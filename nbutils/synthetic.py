@@ -1,0 +1,250 @@
+"""A synthetic model of the paper's setting: fine Gaussian clusters inside coarse classes.
+
+Each coarse class c has a centre m_c; its fine clusters sit around m_c at pairwise distance
+`separation` (in units of the isotropic noise std), on directions orthogonal to every centre and
+to each other, so `separation` alone sets how far apart the fine clusters of one class are. A
+two-layer ReLU network is trained on the coarse labels only; its hidden layer plays the part of
+the penultimate features, and the same recovery protocol and NC1 as for CIFAR are applied to it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from nbutils.collapse import collapse_report
+from nbutils.recovery import recover_fine_labels
+
+SYNTHETIC_KEYS = ("recovery_train", "recovery_test", "nc1_coarse", "nc1_fine",
+                  "fine_variance_fraction", "coarse_train_acc")
+
+
+@dataclass
+class Mixture:
+    """Train and test samples of one mixture, with fine labels and the fine -> coarse map."""
+
+    x_train: np.ndarray
+    fine_train: np.ndarray
+    x_test: np.ndarray
+    fine_test: np.ndarray
+    fine_to_coarse: np.ndarray
+
+    def coarse(self, split: str) -> np.ndarray:
+        """Coarse labels of `split` ('train' or 'test')."""
+        return self.fine_to_coarse[getattr(self, f"fine_{split}")]
+
+
+def _check_positive_int(name: str, value: Any, least: int = 1) -> int:
+    """`value` as an int >= least, or ValueError naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
+        raise ValueError(f"{name}: must be an integer >= {least}, got {value!r}")
+    return int(value)
+
+
+def _check_nonnegative(name: str, value: Any) -> float:
+    """`value` as a finite float >= 0, or ValueError naming `name`."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < 0:
+        raise ValueError(f"{name}: must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+def mixture_means(
+    num_coarse: int, fine_per_coarse: int, dim: int, separation: float,
+    coarse_separation: float, seed: int,
+) -> np.ndarray:
+    """Fine cluster means (num_coarse * fine_per_coarse x dim), fine j of class c at c*k + j."""
+    directions = num_coarse * (fine_per_coarse + 1)
+    if dim < directions:
+        raise ValueError(
+            f"dim: must be at least num_coarse * (fine_per_coarse + 1) = {directions} so that "
+            f"all directions are orthogonal, got {dim}"
+        )
+    rng = np.random.default_rng(seed)
+    basis, _ = np.linalg.qr(rng.standard_normal((dim, directions)))
+    centres = basis[:, :num_coarse].T * coarse_separation / math.sqrt(2)
+    offsets = basis[:, num_coarse:].T.reshape(num_coarse, fine_per_coarse, dim)
+    # Orthonormal offsets scaled by s / sqrt(2) put every pair of fine means at distance s;
+    # centring them keeps those distances and makes m_c the class mean.
+    offsets = offsets - offsets.mean(axis=1, keepdims=True)
+    means = centres[:, None, :] + offsets * separation / math.sqrt(2)
+    return means.reshape(-1, dim)
+
+
+def make_mixture(
+    separation: float, n_per_cluster: int = 250, num_coarse: int = 4, fine_per_coarse: int = 2,
+    dim: int = 32, coarse_separation: float = 8.0, noise: float = 1.0, seed: int = 0,
+) -> Mixture:
+    """Seeded Gaussian mixture; `separation` and `coarse_separation` are in units of `noise`."""
+    separation = _check_nonnegative("separation", separation)
+    coarse_separation = _check_nonnegative("coarse_separation", coarse_separation)
+    noise = _check_nonnegative("noise", noise)
+    n = _check_positive_int("n_per_cluster", n_per_cluster)
+    num_coarse = _check_positive_int("num_coarse", num_coarse, least=2)
+    k = _check_positive_int("fine_per_coarse", fine_per_coarse, least=2)
+    dim = _check_positive_int("dim", dim)
+    seed = _check_positive_int("seed", seed, least=0)
+    means = mixture_means(num_coarse, k, dim, separation, coarse_separation, seed) * noise
+    rng = np.random.default_rng(seed + 1)
+    labels = np.repeat(np.arange(num_coarse * k), n)
+
+    def draw() -> np.ndarray:
+        """One split's samples around the fixed means."""
+        return means[labels] + noise * rng.standard_normal((len(labels), dim))
+
+    f2c = np.repeat(np.arange(num_coarse), k)
+    return Mixture(draw(), labels, draw(), labels.copy(), f2c)
+
+
+class TwoLayerNet(torch.nn.Module):
+    """x -> relu(W1 x + b1) -> W2 h + b2; the hidden layer is the feature."""
+
+    def __init__(self, dim: int, hidden: int, num_classes: int) -> None:
+        """Default PyTorch initialisation (seed it through torch.manual_seed or a generator)."""
+        super().__init__()
+        self.hidden = torch.nn.Linear(dim, hidden)
+        self.head = torch.nn.Linear(hidden, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Hidden-layer activations."""
+        return F.relu(self.hidden(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Coarse-class logits."""
+        return self.head(self.features(x))
+
+
+def measure(net: TwoLayerNet, data: Mixture, n_init: int, seed: int) -> dict[str, float]:
+    """Fine-cluster recovery, NC1 (coarse, fine) and coarse accuracy of the hidden layer."""
+    with torch.no_grad():
+        h_tr = net.features(torch.from_numpy(data.x_train)).numpy()
+        h_te = net.features(torch.from_numpy(data.x_test)).numpy()
+        acc = float((net(torch.from_numpy(data.x_train)).argmax(1).numpy()
+                     == data.coarse("train")).mean())
+    rec = recover_fine_labels(h_tr, data.fine_train, h_te, data.fine_test, data.fine_to_coarse,
+                              n_init=n_init, seed=seed, probe=False).metrics
+    nc = collapse_report(h_tr, data.fine_train, data.fine_to_coarse, "coarse")
+    return {"recovery_train": rec["train_cluster_acc"],
+            "recovery_test": rec["test_acc_true_coarse"],
+            "nc1_coarse": nc["coarse"]["nc1"], "nc1_fine": nc["fine"]["nc1"],
+            "fine_variance_fraction": nc["fine_structure"]["fine_variance_fraction_mean"],
+            "coarse_train_acc": acc}
+
+
+def train_synthetic(
+    data: Mixture, hidden: int = 256, epochs: int = 200, lr: float = 0.05,
+    weight_decay: float = 5e-4, batch_size: int = 128, checkpoints: list[int] | None = None,
+    n_init: int = 10, seed: int = 0,
+) -> list[dict[str, float]]:
+    """SGD (momentum 0.9) on the coarse labels in float64; the measures at every checkpoint."""
+    hidden = _check_positive_int("hidden", hidden)
+    epochs = _check_positive_int("epochs", epochs)
+    batch_size = _check_positive_int("batch_size", batch_size)
+    n_init = _check_positive_int("n_init", n_init)
+    seed = _check_positive_int("seed", seed, least=0)
+    if _check_nonnegative("lr", lr) == 0:
+        raise ValueError("lr: must be positive, got 0")
+    _check_nonnegative("weight_decay", weight_decay)
+    marks = sorted(set(checkpoints if checkpoints is not None else [0, epochs]) | {epochs})
+    if marks[0] < 0 or marks[-1] > epochs:
+        raise ValueError(f"checkpoints: must lie in 0..epochs={epochs}, got {checkpoints!r}")
+    torch.manual_seed(seed)
+    net = TwoLayerNet(data.x_train.shape[1], hidden, int(data.fine_to_coarse.max()) + 1).double()
+    opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
+    x = torch.from_numpy(data.x_train)
+    y = torch.from_numpy(data.coarse("train"))
+    gen = torch.Generator().manual_seed(seed)
+    history = [{"epoch": 0, **measure(net, data, n_init, seed)}] if 0 in marks else []
+    for epoch in range(1, epochs + 1):
+        order = torch.randperm(len(y), generator=gen)
+        for start in range(0, len(y), batch_size):
+            idx = order[start:start + batch_size]
+            loss = F.cross_entropy(net(x[idx]), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        if epoch in marks:
+            history.append({"epoch": epoch, **measure(net, data, n_init, seed)})
+    return history
+
+
+def input_recovery(data: Mixture, n_init: int = 10, seed: int = 0) -> float:
+    """Fine-cluster recovery (test, true coarse class) on the raw inputs: the control."""
+    return recover_fine_labels(data.x_train, data.fine_train, data.x_test, data.fine_test,
+                               data.fine_to_coarse, n_init=n_init, seed=seed,
+                               probe=False).metrics["test_acc_true_coarse"]
+
+
+def separation_sweep(
+    separations: list[float], seeds: list[int], mixture: dict[str, Any] | None = None,
+    training: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """One training per (separation, seed): its history and the raw-input control."""
+    if not separations or not seeds:
+        raise ValueError("separations and seeds: each must be a non-empty list")
+    mixture, training = mixture or {}, training or {}
+    for s in separations:
+        _check_nonnegative("separations", s)
+    out = []
+    for s in separations:
+        for seed in seeds:
+            data = make_mixture(s, seed=seed, **mixture)
+            out.append({"separation": float(s), "seed": int(seed),
+                        "input_recovery": input_recovery(data, training.get("n_init", 10), seed),
+                        "history": train_synthetic(data, seed=seed, **training)})
+    return out
+
+
+def summarise_sweep(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per separation: spread over seeds (mean, std, min, max) of initial and final values."""
+    rows = []
+    for s in sorted({r["separation"] for r in runs}):
+        group = [r for r in runs if r["separation"] == s]
+        row: dict[str, Any] = {"separation": s, "seeds": len(group)}
+        stats = {f"final_{k}": [r["history"][-1][k] for r in group] for k in SYNTHETIC_KEYS}
+        stats |= {f"init_{k}": [r["history"][0][k] for r in group] for k in SYNTHETIC_KEYS}
+        stats["input_recovery"] = [r["input_recovery"] for r in group]
+        for key, values in stats.items():
+            v = np.asarray(values, dtype=np.float64)
+            row[key] = {"mean": float(v.mean()), "std": float(v.std()),
+                        "min": float(v.min()), "max": float(v.max())}
+        rows.append(row)
+    return rows
+
+
+def summary_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Mean ± std over seeds per separation, for the final and initial recovery and NC1."""
+    keys = ("final_recovery_test", "init_recovery_test", "input_recovery", "final_nc1_coarse",
+            "final_nc1_fine", "final_fine_variance_fraction")
+    return pd.DataFrame([{"separation": r["separation"], "seeds": r["seeds"],
+                          **{k: f"{r[k]['mean']:.4f} ± {r[k]['std']:.4f}" for k in keys}}
+                         for r in rows]).set_index("separation")
+
+
+def setting(mixture: dict[str, Any], training: dict[str, Any], seeds: int) -> str:
+    """The synthetic setting in words, for figure titles."""
+    m = {"num_coarse": 4, "dim": 32, "n_per_cluster": 250, **mixture}
+    t = {"hidden": 256, "epochs": 200, **training}
+    return (f"synthetic: {m['num_coarse']} coarse classes x 2 Gaussian clusters, d={m['dim']}, "
+            f"{m['n_per_cluster']}/cluster; 2-layer ReLU h={t['hidden']}, {t['epochs']} epochs, "
+            f"{seeds} seed{'s' if seeds != 1 else ''}")
+
+
+def history_series(
+    runs: list[dict[str, Any]], key: str, separations: list[float]
+) -> tuple[list[int], dict[str, dict[str, Any]]]:
+    """(checkpoint epochs, {'separation s': {'per_seed': seeds x epochs}}) of one measure."""
+    epochs = [h["epoch"] for h in runs[0]["history"]]
+    series = {}
+    for s in separations:
+        group = [r for r in runs if r["separation"] == float(s)]
+        if not group:
+            raise ValueError(f"curves_at: separation {s} was not swept")
+        series[f"separation {s:g}"] = {"per_seed": [[h[key] for h in r["history"]] for r in group]}
+    return epochs, series

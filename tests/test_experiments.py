@@ -1,0 +1,194 @@
+"""Experiment summaries, sweep naming and the 20-label split, on hand-made cases."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nbutils import experiments as ex
+from nbutils import sweeps
+from nbutils.config import resolve
+from nbutils.runs import features_path, save_json, save_npz
+
+
+def fake_result(seed: int = 0, mapping: str = "mod5", lr: float = 0.1, wd: float = 5e-4,
+                train_acc: tuple[float, ...] = (0.2, 0.9, 1.0, 1.0),
+                rec: tuple[float, ...] = (0.6, 0.8, 0.85, 0.9)) -> dict:
+    """A results.json-shaped record with a 4-checkpoint history."""
+    cfg = resolve("exp", seed=seed, mapping=mapping, lr=lr, weight_decay=wd).to_dict()
+    history = [{"epoch": e, "coarse_train_acc": a,
+                "recovery": {"test_acc_true_coarse": r, "train_cluster_acc": r,
+                             "test_acc_pred_coarse": None},
+                "nc": {"coarse": {"nc1": 1.0 / (e + 1)}, "fine": {"nc1": 2.0},
+                       "fine_structure": {"fine_variance_fraction_mean": r / 2,
+                                          "nc1_within_superclass_mean": 1.0}}}
+               for e, a, r in zip((0, 5, 10, 15), train_acc, rec, strict=True)]
+    return {"config": cfg, "history": history, "coarse": {"train_acc": train_acc[-1]},
+            "recovery": {**history[-1]["recovery"], "per_superclass": [0.9, 0.8, 0.7, 0.6, 0.5]},
+            "nc": history[-1]["nc"]}
+
+
+def test_value_follows_dotted_paths_and_gives_nan_for_missing() -> None:
+    res = fake_result()
+    assert ex.value(res, "recovery.test_acc_true_coarse") == 0.9
+    assert math.isnan(ex.value(res, "recovery.test_acc_pred_coarse"))
+    assert math.isnan(ex.value(res, "nc.nothing.here"))
+
+
+def test_spread_over_seeds() -> None:
+    s = ex.spread([0.8, 0.9, 1.0, math.nan])
+    assert (s["n"], s["min"], s["max"]) == (3, 0.8, 1.0)
+    assert math.isclose(s["mean"], 0.9) and math.isclose(s["std"], np.std([0.8, 0.9, 1.0]))
+    assert ex.spread([])["n"] == 0
+
+
+def test_terminal_phase_epoch_and_change() -> None:
+    res = fake_result()
+    assert ex.tpt_epoch(res["history"]) == 10
+    assert ex.tpt_epoch(res["history"], 0.9) == 5
+    assert ex.tpt_epoch(fake_result(train_acc=(0.1, 0.2, 0.3, 0.99))["history"]) is None
+    with pytest.raises(ValueError, match="threshold"):
+        ex.tpt_epoch(res["history"], 1.5)
+    summary = ex.dynamics_summary([res, fake_result(seed=1, rec=(0.5, 0.7, 0.8, 0.75))])
+    assert summary["epochs"] == [0, 5, 10, 15] and summary["tpt_epoch"] == [10, 10]
+    change = ex.terminal_change(summary, "recovery.test_acc_true_coarse")
+    assert [round(r["change"], 6) for r in change["per_seed"]] == [0.05, -0.05]
+    assert math.isclose(change["change"]["mean"], 0.0, abs_tol=1e-12)
+    assert "coarse_train_acc" not in ex.terminal_changes(summary)
+
+
+def test_history_matrix_needs_equal_checkpoints() -> None:
+    other = fake_result()
+    other["history"] = other["history"][:3]
+    with pytest.raises(ValueError, match="same checkpoint epochs"):
+        ex.history_matrix([fake_result(), other], "nc.coarse.nc1")
+
+
+def test_grid_summary_means_over_seeds_and_leaves_missing_cells_nan() -> None:
+    results = [fake_result(seed=0, lr=0.1, wd=5e-4, rec=(0, 0, 0, 0.8)),
+               fake_result(seed=1, lr=0.1, wd=5e-4, rec=(0, 0, 0, 0.9)),
+               fake_result(seed=0, lr=0.01, wd=5e-5, rec=(0, 0, 0, 0.7))]
+    grid = ex.grid_summary(results, [0.1, 0.01], [5e-4, 5e-5])
+    m = grid["mean"]["recovery.test_acc_true_coarse"]
+    assert math.isclose(m[0][0], 0.85) and m[1][1] == 0.7
+    assert math.isnan(m[0][1]) and math.isnan(m[1][0])
+    assert "2 seeds" in grid["setting"] and len(ex.grid_frame(grid)) == 4
+
+
+def test_pair_names_and_table() -> None:
+    assert ex.pair_names(np.arange(10) % 5)[3] == "cat/ship"
+    rows = ex.pair_table([fake_result(seed=0), fake_result(seed=1)])
+    assert rows[0]["pair"] == "deer/truck" and rows[0]["n"] == 2 and rows[0]["mean"] == 0.5
+    assert rows[-1]["pair"] == "airplane/dog"
+
+
+def test_summarise_groups_by_mapping() -> None:
+    summary = ex.summarise([fake_result(0), fake_result(1), fake_result(0, mapping="semantic")],
+                           "mapping")
+    assert list(summary) == ["mod5", "semantic"] and summary["mod5"]["seeds"] == [0, 1]
+    assert summary["mod5"]["recovery.test_acc_true_coarse"]["n"] == 2
+    assert len(ex.summary_frame(summary)) == 2
+
+
+def test_split_halves_are_balanced_per_class_and_seeded() -> None:
+    labels = np.repeat(np.arange(4), 6)
+    half = ex.split_halves(labels, seed=3)
+    assert np.array_equal(np.bincount(labels[half == 1]), np.full(4, 3))
+    assert np.array_equal(half, ex.split_halves(labels, seed=3))
+    assert not np.array_equal(half, ex.split_halves(labels, seed=4))
+
+
+def test_split_run_data_relabels_into_20_halves(fake_cache: Path) -> None:
+    cfg = resolve("ci", data_root=str(fake_cache), train_per_class=4, test_per_class=2)
+    data = ex.split_run_data(cfg)
+    assert data.num_classes("baseline") == 20 and data.num_classes("coarse") == 10
+    assert np.array_equal(np.bincount(data.train.labels), np.full(20, 2))
+    assert np.array_equal(data.labels("coarse", "train"), data.train.labels // 2)
+
+
+def test_split_configs_refuse_what_the_split_sets(tmp_path: Path) -> None:
+    cfgs = ex.split_configs("ci", tmp_path, [0, 1])
+    assert [c.seed for c in cfgs] == [0, 1] and all(c.train_baseline for c in cfgs)
+    with pytest.raises(ValueError, match="mapping"):
+        ex.split_configs("ci", tmp_path, [0], mapping="semantic")
+    with pytest.raises(ValueError, match="seeds"):
+        ex.split_configs("ci", tmp_path, [])
+
+
+def write_features(cfg, model: str, gap: float, seed: int = 0) -> None:
+    """A feature file in which the two halves of each class lie `gap` apart along one axis."""
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for split in ("train", "test"):
+        fine = np.repeat(np.arange(20), 30)
+        x = rng.normal(size=(len(fine), 8)).astype(np.float32)
+        x[:, 0] += 10 * (fine // 2)
+        x[:, 1] += gap * (fine % 2)
+        pred = fine if model == "baseline" else fine // 2
+        arrays |= {f"{split}_features": x, f"{split}_fine": fine, f"{split}_pred": pred}
+    k = 20 if model == "baseline" else 10
+    save_npz(features_path(cfg, model, cfg.epochs), **arrays, head_weight=np.ones((k, 8)),
+             head_bias=np.zeros(k), fine_to_coarse=np.arange(20) // 2, epoch=np.int64(cfg.epochs))
+
+
+def test_half_separation_on_known_geometry(tmp_path: Path) -> None:
+    cfg = resolve("ci", run_dir=str(tmp_path), n_init=4, feature_norm="none")
+    write_features(cfg, "baseline", gap=12.0)
+    apart = ex.half_separation(cfg, "baseline", cfg.epochs)
+    assert apart["train_cluster_acc"] == 1.0 and apart["test_acc_true_class"] == 1.0
+    # between / (between + within): gap^2 / 4 against a unit variance in 8 dimensions
+    assert math.isclose(apart["fine_variance_fraction"], 36 / (36 + 8), rel_tol=0.1)
+    assert apart["head_half_acc_train"] == 1.0 and apart["class_test_acc"] == 1.0
+    write_features(cfg, "coarse", gap=0.0)
+    mixed = ex.half_separation(cfg, "coarse", cfg.epochs)
+    assert mixed["test_acc_true_class"] < 0.6 and mixed["fine_variance_fraction"] < 0.02
+    assert "head_half_acc_test" not in mixed
+
+
+def test_split_summary_sets_halves_beside_merged_pairs() -> None:
+    final = {"train_cluster_acc": 0.9, "test_acc_true_class": 0.5, "fine_variance_fraction": 0.1,
+             "nc1_within_class": 3.0, "class_test_acc": 0.7, "head_half_acc_train": 0.95,
+             "head_half_acc_test": 0.5}
+    split = [{"config": {"seed": s}, "baseline": {"history": [final]},
+              "coarse": {"history": [final]}} for s in (0, 1)]
+    summary = ex.split_summary(split, [fake_result(0), fake_result(1)])
+    assert list(summary) == ["baseline", "coarse", "merged"]
+    assert summary["baseline"]["train_cluster_acc"]["n"] == 2
+    assert summary["merged"]["test_acc_true_class"]["mean"] == 0.9
+    assert "mod5" in summary["merged"]["label"]
+
+
+def test_run_names_share_runs_across_experiments() -> None:
+    grid = sweeps.sweep_configs(sweeps.grid_points([0.1], [5e-4], [0]), "exp", "root")
+    hier = sweeps.sweep_configs(sweeps.mapping_points({"mod5": [0]}), "exp", "root")
+    name = "mapping=mod5_lr=0.1_weight_decay=0.0005_seed=0"
+    assert grid[0].run_dir == hier[0].run_dir == f"root/{name}"
+    rand = sweeps.sweep_configs([{"mapping": "random:2", "seed": 1}], "exp", "r")
+    assert rand[0].run_dir == "r/mapping=random-2_lr=0.1_weight_decay=0.0005_seed=1"
+
+
+@pytest.mark.parametrize("call, name", [
+    (lambda: sweeps.sweep_configs([], "exp", "r"), "points"),
+    (lambda: sweeps.sweep_configs([{"seed": 0}, {"seed": 0}], "exp", "r"), "points"),
+    (lambda: sweeps.sweep_configs([{"lr": -1}], "exp", "r"), "lr"),
+    (lambda: sweeps.sweep_configs([{"mapping": "nope"}], "exp", "r"), "mapping"),
+    (lambda: sweeps.sweep_configs([{"seed": 0}], "exp", "r", seed=1), "both set"),
+    (lambda: sweeps.run_sweep([{"seed": 0}], "nope", "r"), "profile"),
+    (lambda: sweeps.grid_points([], [5e-4], [0]), "lrs"),
+    (lambda: sweeps.mapping_points({"mod5": []}), "mod5"),
+])
+def test_bad_sweeps_fail_before_any_work(call, name: str) -> None:
+    with pytest.raises(ValueError, match=name):
+        call()
+
+
+def test_finished_runs_are_read_back_only_with_the_same_config(tmp_path: Path) -> None:
+    cfg = sweeps.sweep_configs([{"seed": 0}], "exp", tmp_path)[0]
+    assert sweeps.finished(cfg) is None
+    save_json(Path(cfg.run_dir) / "results.json", {"config": {**cfg.to_dict(), "data_root": "x"}})
+    assert sweeps.finished(cfg) is not None
+    other = sweeps.sweep_configs([{"seed": 0}], "exp", tmp_path, epochs=2)[0]
+    assert sweeps.finished(other) is None
