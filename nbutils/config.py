@@ -77,6 +77,12 @@ PROFILES: dict[str, dict[str, Any]] = {
         width=64, epochs=200, schedule="cosine",
         checkpoint_epochs=[0, 1, 2, 5, 10, 20, 50, 100, 150, 200],
     ),
+    # The experiments of notebooks 06-10 at CPU scale: a short budget on a stratified subset,
+    # about 1.5 minutes of training per run on 2 cores (see README, Experiments).
+    "exp": dict(
+        width=8, epochs=15, train_per_class=1000, test_per_class=500,
+        checkpoint_epochs=[0, 15], train_baseline=False, umap_points=2000,
+    ),
 }
 
 PARAMETERS = tuple(f.name for f in dataclasses.fields(RunConfig))
