@@ -284,12 +284,15 @@ def half_separation(cfg: RunConfig, model: str, epoch: int) -> dict[str, Any]:
 
 def split_configs(profile: str, root: str | Path, seeds: list[int],
                   **common: Any) -> list[RunConfig]:
-    """Validated configs of the split runs, one per seed, both models trained."""
+    """Validated configs of the split runs, one per seed, both models trained.
+
+    `train_baseline` in `common` is ignored: a split run always trains both of its models.
+    """
     if not isinstance(seeds, list) or not seeds:
         raise ValueError(f"seeds: must be a non-empty list, got {seeds!r}")
-    given = {k: v for k, v in common.items() if v is not None}
-    if "mapping" in given or "train_baseline" in given:
-        raise ValueError("overrides: the split run sets mapping and train_baseline itself")
+    given = {k: v for k, v in common.items() if v is not None and k != "train_baseline"}
+    if "mapping" in given:
+        raise ValueError("overrides: mapping cannot be set, the split run defines its labels")
     return [resolve(profile, run_dir=str(Path(root) / f"seed={s}"), seed=s, train_baseline=True,
                     **given) for s in seeds]
 

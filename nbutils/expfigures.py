@@ -130,7 +130,11 @@ def plot_vs_separation(
 def dynamics_figures(summary: dict[str, Any], prefix: str) -> dict[str, Figure]:
     """One figure per quantity of a dynamics summary (experiments.dynamics_summary)."""
     s, title = summary["series"], summary["setting"]
-    pick = lambda *paths: {s[p]["label"]: s[p] for p in paths}  # noqa: E731
+
+    def pick(*paths: str) -> dict[str, dict[str, Any]]:
+        """The named series, keyed by their labels."""
+        return {s[p]["label"]: s[p] for p in paths}
+
     args = {"tpt": summary["tpt_epoch"]}
     epochs = summary["epochs"]
     return {
@@ -182,7 +186,7 @@ def hierarchy_figures(summary: dict[str, dict[str, Any]], pairs: list[dict[str, 
     groups = list(summary)
     runs = group_by(results, "mapping")
     seeds = max(len(v) for v in runs.values())
-    title = setting(results[0], seeds) + " (random pairings: 1 seed each unless stated)"
+    title = setting(results[0], seeds) + "\n(seeds per mapping: the dots; n in the pair labels)"
 
     def bars(paths: dict[str, str], what: str, ylabel: str, chance: float | None) -> Figure:
         """Grouped bars of some summary paths."""

@@ -232,7 +232,7 @@ def setting(mixture: dict[str, Any], training: dict[str, Any], seeds: int) -> st
     m = {"num_coarse": 4, "dim": 32, "n_per_cluster": 250, **mixture}
     t = {"hidden": 256, "epochs": 200, **training}
     return (f"synthetic: {m['num_coarse']} coarse classes x 2 Gaussian clusters, d={m['dim']}, "
-            f"{m['n_per_cluster']}/cluster; 2-layer ReLU h={t['hidden']}, {t['epochs']} epochs, "
+            f"{m['n_per_cluster']}/cluster\n2-layer ReLU h={t['hidden']}, {t['epochs']} epochs, "
             f"{seeds} seed{'s' if seeds != 1 else ''}")
 
 

@@ -112,6 +112,7 @@ def test_split_run_data_relabels_into_20_halves(fake_cache: Path) -> None:
 def test_split_configs_refuse_what_the_split_sets(tmp_path: Path) -> None:
     cfgs = ex.split_configs("ci", tmp_path, [0, 1])
     assert [c.seed for c in cfgs] == [0, 1] and all(c.train_baseline for c in cfgs)
+    assert ex.split_configs("exp", tmp_path, [0], train_baseline=False)[0].train_baseline
     with pytest.raises(ValueError, match="mapping"):
         ex.split_configs("ci", tmp_path, [0], mapping="semantic")
     with pytest.raises(ValueError, match="seeds"):

@@ -1,0 +1,88 @@
+"""Integration: notebooks 06-10 through papermill on the `ci` profile with real CIFAR-10.
+
+Tiny settings (1 epoch, 20 train images per class) and one shared run root, so the five notebooks
+train a single pipeline run between them (plus the split's two small models): about a minute.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from nbutils.reproduce import NOTEBOOK_DIR, run_notebook
+
+EXPERIMENTS = ("06_dynamics", "07_grid", "08_hierarchies", "09_split", "10_synthetic")
+TINY = {"epochs": 1, "train_per_class": 20, "test_per_class": 10, "checkpoint_epochs": [0, 1],
+        "n_init": 2, "train_baseline": False}
+FIGURES = {
+    "06_dynamics": ("dynamics_recovery", "dynamics_nc1_coarse", "dynamics_nc1_fine",
+                    "dynamics_fine_separation", "cpu_dynamics_recovery"),
+    "07_grid": ("grid_recovery", "grid_nc1"),
+    "08_hierarchies": ("hierarchies_recovery", "hierarchies_separation", "hierarchies_pairs"),
+    "09_split": ("split_recovery", "split_separation"),
+    "10_synthetic": ("synthetic_recovery", "synthetic_nc1", "synthetic_recovery_over_training"),
+}
+RESULTS = {"06_dynamics": "dynamics.json", "07_grid": "grid.json",
+           "08_hierarchies": "hierarchies.json", "09_split": "split.json",
+           "10_synthetic": "synthetic.json"}
+
+
+def parameters(name: str, root: Path, out: Path, data_root: Path) -> dict:
+    """Tiny papermill parameters of one experiment notebook."""
+    if name == "10_synthetic":
+        return {"out_dir": str(out), "separations": [0.0, 8.0], "seeds": [0], "curves_at": [8.0],
+                "mixture": {"n_per_cluster": 50, "num_coarse": 3, "dim": 16},
+                "training": {"hidden": 32, "epochs": 5, "checkpoints": [0, 5], "n_init": 2}}
+    params = {"profile": "ci", "runs_root": str(root), "data_root": str(data_root),
+              "out_dir": str(out), "overrides": TINY}
+    extra = {"06_dynamics": {"seeds": [0]},
+             "07_grid": {"lrs": [0.1], "weight_decays": [5e-4]},
+             "08_hierarchies": {"mappings": {"mod5": [0]}},
+             "09_split": {"seeds": [0], "merged_root": str(root),
+                          "runs_root": str(root / "split")}}
+    return {**params, **extra[name]}
+
+
+@pytest.fixture(scope="module")
+def executed(tmp_path_factory, cifar10_root: Path) -> Path:
+    """Notebooks 06-10 executed in order; returns the folder of figures and results."""
+    base = tmp_path_factory.mktemp("experiments")
+    out = base / "figures"
+    for name in EXPERIMENTS:
+        run_notebook(NOTEBOOK_DIR / f"{name}.ipynb", base / f"{name}.ipynb",
+                     parameters(name, base / "runs", out, cifar10_root))
+    return out
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_figure_is_a_nonempty_image(executed: Path, name: str) -> None:
+    for fig in FIGURES[name]:
+        with Image.open(executed / f"{fig}.png") as img:
+            assert img.format == "PNG" and min(img.size) > 300, fig
+            assert img.info.get("dpi", (0, 0))[0] >= 149, fig
+
+
+def test_results_files_are_well_formed(executed: Path) -> None:
+    res = {n: json.loads((executed / f).read_text()) for n, f in RESULTS.items()}
+    dyn = res["06_dynamics"]["exp"]
+    assert dyn["epochs"] == [0, 1] and dyn["seeds"] == [0] and "profile ci" in dyn["setting"]
+    assert res["06_dynamics"]["cpu"]["setting"].startswith("profile cpu")
+    grid = res["07_grid"]
+    assert grid["lrs"] == [0.1] and 0 <= grid["mean"]["recovery.test_acc_true_coarse"][0][0] <= 1
+    assert list(res["08_hierarchies"]["by_mapping"]) == ["mod5"]
+    assert len(res["08_hierarchies"]["pairs"]) == 5
+    assert set(res["09_split"]["summary"]) == {"baseline", "coarse", "merged"}
+    syn = res["10_synthetic"]["by_separation"]
+    assert [r["separation"] for r in syn] == [0.0, 8.0]
+
+
+def test_committed_experiment_notebooks_have_parameters_and_no_outputs() -> None:
+    for name in EXPERIMENTS:
+        nb = json.loads((NOTEBOOK_DIR / f"{name}.ipynb").read_text())
+        code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+        assert "parameters" in code[0]["metadata"].get("tags", []), name
+        assert "out_dir = " in "".join(code[0]["source"]), name
+        assert not any(c.get("outputs") or c.get("execution_count") for c in code), name
