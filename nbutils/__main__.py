@@ -54,6 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="overwrite a run directory made with a different configuration")
         p.add_argument("--no-progress", dest="progress", action="store_false")
     sub.add_parser("readme", help="rebuild the README results table from figures/*/results.json")
+    render = sub.add_parser("render", help="draw a finished run's figures without its features "
+                                           "(e.g. a run analysed on a GPU box and copied back)")
+    render.add_argument("--run-dir", dest="run_dir", required=True)
+    render.add_argument("--publish-dir", dest="publish_dir",
+                        help="also copy figures, results and logs there (e.g. figures/paper)")
+    render.add_argument("--no-umap", dest="umap", action="store_false")
     norms = sub.add_parser("feature-norms", help="recovery under each feature normalisation")
     norms.add_argument("--run-dir", dest="run_dir", required=True)
     norms.add_argument("--out", required=True, help="JSON file to write, e.g. figures/cpu/...")
@@ -120,7 +126,26 @@ def cmd_analyze(args: argparse.Namespace) -> None:
     analysis.recovery_history(cfg, progress=args.progress)
     analysis.controls(cfg, load_run_data(cfg))
     res = results.write_results(cfg)
+    analysis.export_compact(cfg)
     print(results.markdown_table(res))
+
+
+def cmd_render(args: argparse.Namespace) -> None:
+    """Draw a finished run's figures from its JSON artifacts and compact.npz; maybe publish."""
+    from pathlib import Path
+
+    from nbutils.render import render_run
+    from nbutils.reproduce import REPO, publish
+    from nbutils.results import update_readme
+    from nbutils.runs import load_run
+
+    cfg = load_run(args.run_dir)
+    for path in render_run(cfg, umap=args.umap):
+        print(path)
+    if args.publish_dir:
+        print(f"published to {publish(cfg, Path(args.publish_dir))}")
+        if Path(args.publish_dir).resolve().parent == (REPO / "figures").resolve():
+            update_readme(REPO / "README.md", REPO / "figures")
 
 
 def cmd_feature_norms(args: argparse.Namespace) -> None:
@@ -153,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
             cmd_train(args)
         elif args.command == "feature-norms":
             cmd_feature_norms(args)
+        elif args.command == "render":
+            cmd_render(args)
         elif args.command == "readme":
             from nbutils.reproduce import REPO
             from nbutils.results import update_readme

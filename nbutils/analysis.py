@@ -16,7 +16,7 @@ from nbutils.config import RunConfig
 from nbutils.data import class_names, mapping_table, stratified_subset
 from nbutils.features import load_features
 from nbutils.recovery import FEATURE_NORMS, Recovery, raw_pixel_features, recover_fine_labels
-from nbutils.runs import load_json, model_dir, record_time, save_json
+from nbutils.runs import load_json, model_dir, record_time, save_json, save_npz
 from nbutils.train import RunData
 from nbutils.viz import umap_embedding
 
@@ -92,11 +92,6 @@ def controls(cfg: RunConfig, data: RunData) -> dict[str, dict]:
     return out
 
 
-def final_recovery(cfg: RunConfig) -> Recovery:
-    """The full recovery result (with label arrays) of the coarse model's last checkpoint."""
-    return recover(cfg, load_features(cfg, "coarse", cfg.epochs), use_pred=True)
-
-
 def load_history(cfg: RunConfig) -> list[dict]:
     """Per-checkpoint entries merging recovery and the coarse model's collapse metrics."""
     nc = {h["epoch"]: h for h in load_json(model_dir(cfg, "coarse") / "collapse.json")}
@@ -106,21 +101,28 @@ def load_history(cfg: RunConfig) -> list[dict]:
              "recovery": rec[e]["recovery"]} for e in sorted(nc) if e in rec]
 
 
-def fine_names(cfg: RunConfig, feats: dict[str, np.ndarray]) -> list[str]:
-    """Names of the fine classes of a run's dataset."""
-    return class_names(cfg.dataset, len(feats["fine_to_coarse"]))
+def umap_sample(cfg: RunConfig, feats: dict[str, np.ndarray]) -> np.ndarray:
+    """Indices of the stratified train sample of about `umap_points` that UMAP embeds."""
+    fine_all = feats["train_fine"]
+    per_class = max(1, cfg.umap_points // len(feats["fine_to_coarse"]))
+    return stratified_subset(fine_all, min(per_class, int(np.bincount(fine_all).min())), cfg.seed)
 
 
 def umap_views(cfg: RunConfig, epoch: int | None = None) -> dict[str, Any]:
     """UMAP embeddings of a stratified train sample: all points, then each super-class alone."""
-    t0 = time.perf_counter()
     feats = load_features(cfg, "coarse", cfg.epochs if epoch is None else epoch)
-    fine_all, f2c = feats["train_fine"], feats["fine_to_coarse"]
-    per_class = max(1, cfg.umap_points // len(f2c))
-    idx = stratified_subset(fine_all, min(per_class, int(np.bincount(fine_all).min())), cfg.seed)
-    x, fine = feats["train_features"][idx], fine_all[idx]
+    idx = umap_sample(cfg, feats)
+    return umap_views_of(cfg, feats["train_features"][idx], feats["train_fine"][idx],
+                         feats["fine_to_coarse"])
+
+
+def umap_views_of(
+    cfg: RunConfig, x: np.ndarray, fine: np.ndarray, f2c: np.ndarray
+) -> dict[str, Any]:
+    """UMAP of features `x` with fine labels `fine`: the whole set, then each super-class."""
+    t0 = time.perf_counter()
     coarse = f2c[fine]
-    names = fine_names(cfg, feats)
+    names = class_names(cfg.dataset, len(f2c))
     groups = mapping_table(f2c, names)
     embed = partial(umap_embedding, n_neighbors=cfg.umap_neighbors, seed=cfg.seed)
     members = [np.flatnonzero(f2c == s) for s in range(len(groups))]
@@ -135,6 +137,30 @@ def umap_views(cfg: RunConfig, epoch: int | None = None) -> dict[str, Any]:
     }
     record_time(cfg, "umap", time.perf_counter() - t0)
     return views
+
+
+def compact_path(cfg: RunConfig) -> Path:
+    """The run's small summary of its last checkpoint (what figures need without features)."""
+    return Path(cfg.run_dir) / "compact.npz"
+
+
+def export_compact(cfg: RunConfig) -> Path:
+    """Save what the figures need of the last checkpoint: the UMAP sample and final labels.
+
+    A few MB instead of the features (120 MB per checkpoint at w=64), so that a run analysed on
+    a GPU box can be brought back and drawn elsewhere (`python -m nbutils render`).
+    """
+    feats = load_features(cfg, "coarse", cfg.epochs)
+    final = recover(cfg, feats, use_pred=True)
+    idx = umap_sample(cfg, feats)
+    return save_npz(
+        compact_path(cfg), epoch=np.int64(cfg.epochs), fine_to_coarse=feats["fine_to_coarse"],
+        # float16 keeps the file small; UMAP is for looking only (notebook 05 uses float32).
+        umap_features=feats["train_features"][idx].astype(np.float16),
+        umap_fine=feats["train_fine"][idx],
+        test_fine=feats["test_fine"], test_pred_true_coarse=final.test_pred_true_coarse,
+        test_pred_pred_coarse=final.test_pred_pred_coarse,
+    )
 
 
 def feature_norm_ablation(cfg: RunConfig, epoch: int | None = None) -> dict[str, dict]:

@@ -155,7 +155,9 @@ def load_npz(path: Path) -> dict[str, np.ndarray]:
 
 
 def git_commit() -> str | None:
-    """The package checkout's git commit, if it is one."""
+    """The package checkout's git commit, or $NBUTILS_GIT_COMMIT for a copy without .git."""
+    if os.environ.get("NBUTILS_GIT_COMMIT"):
+        return os.environ["NBUTILS_GIT_COMMIT"]
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
@@ -174,6 +176,11 @@ def versions() -> dict[str, str | None]:
             found[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             found[name] = None
+    if found["nbutils"] is None:
+        # Run from a source tree that was not pip-installed (e.g. copied to a GPU box).
+        from nbutils import __version__
+
+        found["nbutils"] = __version__
     return found
 
 

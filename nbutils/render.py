@@ -1,0 +1,107 @@
+"""The figures of a run (SPEC 6), each from saved artifacts: what notebooks 01-05 draw.
+
+`render_run` draws all of them from the JSON logs and `compact.npz` alone, without
+checkpoints or features, so a run trained and analysed on a GPU box is drawn on a laptop.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+
+from nbutils import viz
+from nbutils.analysis import compact_path, trained_models, umap_views_of
+from nbutils.config import RunConfig
+from nbutils.data import class_names
+from nbutils.runs import figure_path, load_json, load_npz, model_dir
+
+MODEL_LABELS = {"coarse": "coarse (super-class labels)", "baseline": "baseline (fine labels)"}
+
+
+def run_label(cfg: RunConfig) -> str:
+    """Profile, model, epochs and seeds of a run, for figure titles."""
+    return (f"profile {cfg.profile}: {cfg.dataset} {cfg.mapping}, ResNet-18 w={cfg.width}, "
+            f"{cfg.epochs} epochs, 1 seed ({cfg.seed})")
+
+
+def titled(fig: Figure, cfg: RunConfig) -> Figure:
+    """Put the run's label above a figure."""
+    fig.suptitle(run_label(cfg), fontsize="small")
+    return fig
+
+
+def training_curves(cfg: RunConfig, logs: dict[str, list[dict]]) -> Figure:
+    """Loss, accuracy and learning rate of each trained model ({'coarse': log, ...})."""
+    return titled(viz.plot_training_curves(
+        {MODEL_LABELS[m]: log for m, log in logs.items() if log}), cfg)
+
+
+def nc_figure(cfg: RunConfig, history: list[dict]) -> Figure:
+    """NC1-NC4 and the fine-structure indicators over epochs of one model."""
+    return titled(viz.plot_nc_over_epochs(history), cfg)
+
+
+def recovery_figure(cfg: RunConfig, res: dict[str, Any]) -> Figure:
+    """Recovery over epochs with the controls and the 10-label baseline as reference lines."""
+    ctrl = {"random init": res["controls"]["random_init"]["test_acc_true_coarse"],
+            "raw pixels": res["controls"]["raw_pixels"]["test_acc_true_coarse"]}
+    base = res["baseline"]["test_acc"] if res["baseline"] else None
+    return titled(viz.plot_recovery_over_epochs(res["history"], ctrl, base), cfg)
+
+
+def results_figure(res: dict[str, Any]) -> Figure:
+    """The results table as a figure."""
+    from nbutils.results import table_rows, table_title
+
+    return viz.plot_results_table(table_rows(res), title=table_title(res))
+
+
+def confusion_figure(cfg: RunConfig, test_fine: np.ndarray, predicted: np.ndarray,
+                     fine_to_coarse: np.ndarray) -> Figure:
+    """Confusion matrix of the recovered 10-way test labels (variant b)."""
+    names = class_names(cfg.dataset, len(fine_to_coarse))
+    return titled(viz.plot_confusion(
+        test_fine, predicted, names,
+        title=f"recovered fine labels, test (predicted super-class), epoch {cfg.epochs}"), cfg)
+
+
+def umap_figures(cfg: RunConfig, views: dict[str, Any]) -> tuple[Figure, Figure]:
+    """UMAP of all super-classes, then one panel per super-class coloured by fine label."""
+    every = viz.plot_umap(views["all"], views["coarse"], views["coarse_names"],
+                          title=f"all super-classes, epoch {cfg.epochs}")
+    per = viz.plot_umap_grid(views["per_superclass"], views["fine"], views["fine_names"],
+                             views["titles"])
+    return titled(every, cfg), titled(per, cfg)
+
+
+def render_run(cfg: RunConfig, umap: bool = True) -> list[Path]:
+    """Draw every figure of a finished run from its JSON artifacts and compact.npz."""
+    models = trained_models(cfg)
+    res = load_json(Path(cfg.run_dir) / "results.json")
+    compact = load_npz(compact_path(cfg))
+    figures = {
+        "training_curves": training_curves(
+            cfg, {m: load_json(model_dir(cfg, m) / "log.json") for m in models}),
+        "nc_over_epochs": nc_figure(cfg, load_json(model_dir(cfg, "coarse") / "collapse.json")),
+        "results_table": results_figure(res),
+        "recovery_over_epochs": recovery_figure(cfg, res),
+        "confusion_matrix": confusion_figure(cfg, compact["test_fine"],
+                                             compact["test_pred_pred_coarse"],
+                                             compact["fine_to_coarse"]),
+    }
+    if "baseline" in models:
+        figures["nc_over_epochs_baseline"] = nc_figure(
+            cfg, load_json(model_dir(cfg, "baseline") / "collapse.json"))
+    if umap:
+        x = compact["umap_features"].astype(np.float32)
+        views = umap_views_of(cfg, x, compact["umap_fine"], compact["fine_to_coarse"])
+        figures["umap_all"], figures["umap_per_superclass"] = umap_figures(cfg, views)
+    paths = []
+    for name, fig in figures.items():
+        paths.append(viz.save_figure(fig, figure_path(cfg, name)))
+        plt.close(fig)
+    return paths
