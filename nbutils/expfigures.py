@@ -186,7 +186,7 @@ def hierarchy_figures(summary: dict[str, dict[str, Any]], pairs: list[dict[str, 
     groups = list(summary)
     runs = group_by(results, "mapping")
     seeds = max(len(v) for v in runs.values())
-    title = setting(results[0], seeds) + "\n(seeds per mapping: the dots; n in the pair labels)"
+    title = setting(results[0], seeds)
 
     def bars(paths: dict[str, str], what: str, ylabel: str, chance: float | None) -> Figure:
         """Grouped bars of some summary paths."""
@@ -207,8 +207,8 @@ def hierarchy_figures(summary: dict[str, dict[str, Any]], pairs: list[dict[str, 
         "hierarchies_coarse_acc": bars(
             {"coarse.train_acc": "coarse train (clean)", "coarse.test_acc": "coarse test"},
             "coarse accuracy by mapping", "accuracy", None),
-        "hierarchies_pairs": plot_pairs(pairs, f"which merged pairs keep their fine structure\n"
-                                               f"{title}"),
+        "hierarchies_pairs": plot_pairs(pairs, f"which merged pairs keep their fine structure "
+                                               f"(n seeds each)\n{title}"),
     }
 
 
