@@ -6,6 +6,7 @@ title, as the experiments' results are only meaningful at that scale.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from typing import Any
 
@@ -56,7 +57,7 @@ def plot_series_band(
 def plot_grouped_bars(
     groups: Sequence[str], metrics: dict[str, Sequence[dict[str, Any]]], title: str,
     ylabel: str, points: dict[str, Sequence[Sequence[float]]] | None = None,
-    percent: bool = True, chance: float | None = None,
+    percent: bool = True, chance: float | None = None, ylim: tuple[float, float] | None = None,
 ) -> Figure:
     """Bars of the mean per group and metric, error bars min-max over seeds, seeds as dots."""
     set_style()
@@ -74,11 +75,13 @@ def plot_grouped_bars(
     if chance is not None:
         ax.axhline(chance, color="0.4", ls="--", lw=1, label="chance")
     ax.set_xticks(x, groups, rotation=15, ha="right")
+    if ylim is not None:
+        ax.set_ylim(*ylim)
     if percent:
         _percent(ax)
     ax.set(ylabel=ylabel, title=title)
     ax.title.set_fontsize(9)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return fig
 
 
@@ -163,8 +166,9 @@ def grid_figures(grid: dict[str, Any]) -> dict[str, Figure]:
     """Heat-maps of test recovery (a) and NC1 (coarse) over the lr x weight-decay grid."""
     def heat(path: str, fmt: str, what: str) -> Figure:
         """One annotated heat-map."""
+        wrapped = "\n".join(textwrap.wrap(grid["setting"], 60))
         fig = plot_grid_heatmap(grid["mean"][path], grid["lrs"], grid["weight_decays"],
-                                f"{what}\n{grid['setting']}", fmt=fmt, xlabel="weight decay",
+                                f"{what}\n{wrapped}", fmt=fmt, xlabel="weight decay",
                                 ylabel="initial learning rate")
         fig.axes[0].title.set_fontsize(8)
         return fig
@@ -188,19 +192,21 @@ def hierarchy_figures(summary: dict[str, dict[str, Any]], pairs: list[dict[str, 
     seeds = max(len(v) for v in runs.values())
     title = setting(results[0], seeds)
 
-    def bars(paths: dict[str, str], what: str, ylabel: str, chance: float | None) -> Figure:
+    def bars(paths: dict[str, str], what: str, ylabel: str, chance: float | None,
+             ylim: tuple[float, float] | None = None) -> Figure:
         """Grouped bars of some summary paths."""
         metrics = {label: [summary[g][p] for g in groups] for p, label in paths.items()}
         dots = {label: [[value(r, p) for r in runs[g]] for g in groups]
                 for p, label in paths.items()}
-        return plot_grouped_bars(groups, metrics, f"{what}\n{title}", ylabel, dots, chance=chance)
+        return plot_grouped_bars(groups, metrics, f"{what}\n{title}", ylabel, dots, chance=chance,
+                                 ylim=ylim)
 
     return {
         "hierarchies_recovery": bars(
             {"recovery.train_cluster_acc": "train clustering",
              "recovery.test_acc_true_coarse": "test, true super-class (a)",
              "controls.random_init.test_acc_true_coarse": "random-init features (a)"},
-            "fine-label recovery by coarse mapping", "accuracy", 0.5),
+            "fine-label recovery by coarse mapping", "accuracy", 0.5, (0.4, 1.0)),
         "hierarchies_separation": bars(
             {"nc.fine_structure.fine_variance_fraction_mean": "between-fine variance share"},
             "within-super-class fine separation by coarse mapping", "share of variance", None),
@@ -218,20 +224,20 @@ def split_figures(summary: dict[str, dict[str, Any]], setting: str) -> dict[str,
     names = [summary[g]["label"] for g in groups]
 
     def bars(keys: dict[str, str], what: str, ylabel: str, chance: float | None,
-             percent: bool) -> Figure:
+             ylim: tuple[float, float] | None) -> Figure:
         """Grouped bars over the compared models."""
         metrics = {label: [summary[g][k] for g in groups] for k, label in keys.items()}
         return plot_grouped_bars(names, metrics, f"{what}\n{setting}", ylabel, chance=chance,
-                                 percent=percent)
+                                 ylim=ylim)
 
     return {
         "split_recovery": bars({"train_cluster_acc": "k-means, train",
                                 "test_acc_true_class": "k-means, test (true class)"},
                                "recovering the two halves of a class vs two merged classes",
-                               "accuracy", 0.5, True),
+                               "accuracy", 0.5, (0.4, 1.0)),
         "split_separation": bars({"fine_variance_fraction": "between-halves share of variance"},
                                  "how far the two parts of a class lie apart", "share", None,
-                                 True),
+                                 None),
     }
 
 
