@@ -88,6 +88,11 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--loops", default="bare,standard,ours",
                    help="comma-separated subset of bare, standard, ours")
     p.add_argument("--compile", action="store_true", help="torch.compile the bare and our models")
+    p.add_argument("--compile-mode", default="default",
+                   choices=("default", "reduce-overhead", "max-autotune-no-cudagraphs"),
+                   help="torch.compile mode (reduce-overhead: CUDA graphs)")
+    p.add_argument("--cudnn-benchmark", action="store_true",
+                   help="let cuDNN time its algorithms for each shape (GPU)")
     p.add_argument("--json", help="also write the measured img/s to this JSON file")
     args = p.parse_args()
     loops = args.loops.split(",")
@@ -186,6 +191,7 @@ def synthetic(n: int) -> Split:
 def context(args: argparse.Namespace) -> dict:
     """Data, model factory and settings shared by the three loops."""
     device = select_device(args.device)
+    torch.backends.cudnn.benchmark = args.cudnn_benchmark
     cfg = resolve("cpu", width=args.width, batch_size=args.batch_size, device=args.device,
                   data_root=args.data_root)
     train = synthetic(args.synthetic) if args.synthetic else load_cifar(args.data_root)[0]
@@ -198,7 +204,7 @@ def context(args: argparse.Namespace) -> dict:
         """The same seeded model (compiled if asked) and a fresh optimizer."""
         model = build_model(cfg, 5, device)
         opt = make_optimizer(cfg, model)
-        return (torch.compile(model) if compiled else model), opt
+        return (torch.compile(model, mode=args.compile_mode) if compiled else model), opt
 
     return dict(
         cfg=cfg, device=device, dtype=amp_dtype(args.amp, device), new_model=new_model,
@@ -233,7 +239,8 @@ def measure(args: argparse.Namespace) -> None:
     data = f"{args.synthetic} synthetic images" if args.synthetic else "CIFAR-10"
     print(f"ResNet-18 width {args.width}, batch {args.batch_size}, {args.steps} timed steps after "
           f"{args.warmup} warm-up, best of {args.rounds} rounds, device {where}, amp {amp}, "
-          f"{'compiled' if args.compile else 'eager'}, {data}")
+          f"{'compiled ' + args.compile_mode if args.compile else 'eager'}, "
+          f"cudnn.benchmark {args.cudnn_benchmark}, {data}")
     print(f"load average (1/5/15 min): before {load_before}, after {load()}")
     ref = {k: best[k] for k in ("standard", "bare") if k in best}
     print(f"{'loop':<56} {'img/s':>8}" + "".join(f" {'/ ' + k:>11}" for k in ref))
@@ -244,7 +251,8 @@ def measure(args: argparse.Namespace) -> None:
     if args.json:
         Path(args.json).write_text(json.dumps(
             {"device": where, "width": args.width, "batch_size": args.batch_size, "amp": amp,
-             "compile": args.compile, "img_per_s": best}, indent=1))
+             "compile": args.compile and args.compile_mode,
+             "cudnn_benchmark": args.cudnn_benchmark, "img_per_s": best}, indent=1))
     if "ours" in best and "standard" in best and "bare" in best:
         ratio, ceiling = best["ours"] / best["standard"], best["ours"] / best["bare"]
         print(f"targets: ours/standard {ratio:.2f} (>= 1.3: "

@@ -16,9 +16,10 @@ NOTEBOOKS = ("01_train", "02_features", "03_collapse", "04_recovery", "05_umap")
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = REPO / "notebooks"
 PUBLISHED_PROFILES = ("cpu", "paper")
-# Small logs the published figures are drawn from; checkpoints and features are never copied.
+# What the published figures are drawn from (`python -m nbutils render --run-dir <dest>/logs`
+# redraws them); checkpoints and features are never copied.
 PUBLISHED_LOGS = (
-    "config.json", "timings.json", "controls.json", "results.md",
+    "config.json", "timings.json", "controls.json", "results.json", "results.md", "compact.npz",
     "coarse/log.json", "coarse/collapse.json", "coarse/recovery.json", "coarse/train_meta.json",
     "baseline/log.json", "baseline/collapse.json", "baseline/train_meta.json",
 )

@@ -395,7 +395,7 @@ def train_model(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
     if cfg.compile:
-        net = torch.compile(net)
+        net = torch.compile(net, mode=cfg.compile_mode)
     steps = steps_per_epoch(len(y_tr), cfg)
     if ddp.main:
         save_json(out / "train_meta.json", {
