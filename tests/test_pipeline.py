@@ -82,3 +82,29 @@ def test_committed_notebooks_have_parameters_and_no_outputs() -> None:
         for param in ("profile", "run_dir", "data_root", "mapping", "width", "epochs", "seed"):
             assert f"\n{param} = " in "\n" + first, (name, param)
         assert not any(c.get("outputs") or c.get("execution_count") for c in code), name
+
+
+@pytest.mark.slow
+def test_published_logs_redraw_the_figures_without_features(ci_run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    import numpy as np
+
+    from nbutils.__main__ import main
+    from nbutils.reproduce import publish
+    from nbutils.runs import load_run
+
+    dest = publish(load_run(ci_run), tmp_path / "published")
+    copy = tmp_path / "redrawn"
+    shutil.copytree(dest / "logs", copy)
+    assert not list(copy.rglob("*.pt")) and not list(copy.rglob("features"))
+    assert main(["render", "--run-dir", str(copy), "--no-umap"]) == 0
+    for name in FIGURES[:6]:
+        assert (copy / "figures" / f"{name}.png").stat().st_size > 10_000, name
+    assert (copy / "results.json").read_bytes() == (ci_run / "results.json").read_bytes()
+    res = json.loads((ci_run / "results.json").read_text())
+    with np.load(copy / "compact.npz") as z:
+        for key, variant in (("test_pred_true_coarse", "test_acc_true_coarse"),
+                             ("test_pred_pred_coarse", "test_acc_pred_coarse")):
+            assert np.mean(z[key] == z["test_fine"]) == pytest.approx(res["recovery"][variant])
+        assert z["umap_features"].dtype == np.float16 and len(z["umap_fine"]) >= 1000
