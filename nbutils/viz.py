@@ -281,7 +281,8 @@ _RECOVERY_ACC = (
     ("test_acc_pred_coarse", "test, predicted coarse label (b)"),
     ("linear_probe_test_acc", "linear probe, test"),
 )
-_RECOVERY_AGREEMENT = (("nmi", "NMI"), ("ari", "ARI"))
+_RECOVERY_AGREEMENT = (("nmi", "NMI"), ("ari", "ARI"),
+                       ("nmi_within_superclass", "NMI within super-class"))
 
 
 def plot_recovery_over_epochs(
@@ -301,15 +302,17 @@ def plot_recovery_over_epochs(
     greys = sns.color_palette("Greys", len(controls) + 2)[2:]
     for (name, value), grey in zip(controls.items(), greys, strict=True):
         ax_acc.axhline(value, color=grey, ls="--", lw=1, label=f"{name} ({value:.1%})")
-    ax_acc.axhline(chance, color="0.3", ls=":", lw=1, label=f"chance ({chance:.0%})")
+    ax_acc.axhline(chance, color="0.3", ls=":", lw=1, label=f"chance for (a) ({chance:.0%})")
     if baseline_test_acc is not None:
         ax_acc.axhline(baseline_test_acc, color="black", ls="-.", lw=1.2,
                        label=f"10-label baseline ({baseline_test_acc:.1%})")
     ax_acc.set(title="Fine-label recovery", xlabel="epoch", ylabel="10-way accuracy")
     _percent_axis(ax_acc)
     for (key, label), colour in zip(_RECOVERY_AGREEMENT, colours[4:], strict=False):
-        ax_agree.plot(epochs, _series(history, "recovery", key), "o-", ms=3, color=colour,
-                      label=label)
+        values = _series(history, "recovery", key)
+        # Results from before a metric existed lack it; no empty legend entry for those.
+        if np.isfinite(values).any():
+            ax_agree.plot(epochs, values, "o-", ms=3, color=colour, label=label)
     ax_agree.set(title="Cluster agreement", xlabel="epoch", ylabel="score", ylim=(0, 1.02))
     handles, labels = ax_acc.get_legend_handles_labels()
     more_handles, more_labels = ax_agree.get_legend_handles_labels()

@@ -14,6 +14,7 @@ from nbutils.recovery import (
     normalize_features,
     raw_pixel_features,
     recover_fine_labels,
+    within_group_nmi,
 )
 
 MOD5 = np.arange(10) % 5
@@ -106,7 +107,7 @@ def test_recovery_separated_is_perfect(separated: dict, norm: str) -> None:
     assert m["train_cluster_acc"] == 1.0
     assert m["test_acc_true_coarse"] == 1.0
     assert m["test_acc_pred_coarse"] == 1.0
-    assert m["nmi"] > 0.999 and m["ari"] > 0.999
+    assert m["nmi"] > 0.999 and m["ari"] > 0.999 and m["nmi_within_superclass"] > 0.999
     assert m["per_superclass"] == [1.0] * 5 and m["per_superclass_train"] == [1.0] * 5
     assert (m["linear_probe_test_acc"] is None) == (norm != "none")
     for value in [v for v in m.values() if isinstance(v, float)]:
@@ -135,6 +136,18 @@ def test_recovery_identical_fine_classes_is_near_chance() -> None:
     assert m["test_acc_true_coarse"] < 0.65
     # The reconstruction always gets the super-class right, worth log 5 / log 10 = 0.70 of NMI.
     assert 0.69 < m["nmi"] < 0.75
+    # Inside a super-class there is nothing to find: the within-super-class NMI is about 0.
+    assert m["nmi_within_superclass"] < 0.05
+
+
+def test_within_group_nmi_closed_form() -> None:
+    groups = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    true = np.array([0, 0, 1, 1, 2, 2, 3, 3])
+    # Group 0 found exactly (NMI 1); in group 1 the labelling is independent of the truth
+    # (every cell of the 2 x 2 contingency table holds one sample: mutual information 0).
+    pred = np.array([5, 5, 6, 6, 2, 3, 2, 3])
+    assert within_group_nmi(true, pred, groups) == pytest.approx(0.5, abs=1e-12)
+    assert within_group_nmi(true, true, groups) == pytest.approx(1.0, abs=1e-12)
 
 
 def test_recovery_uneven_superclasses() -> None:
