@@ -14,15 +14,16 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from nbutils.config import RunConfig, resolve
+from nbutils.config import TRAINING_KEYS, RunConfig, resolve
 from nbutils.reproduce import NOTEBOOK_DIR, notebook_parameters, run_notebook
 from nbutils.runs import load_json, save_json
 
 PIPELINE = ("01_train", "02_features", "03_collapse", "04_recovery")
 # Always in a run's name, so that the grid, the hierarchies and the dynamics share their runs.
 NAME_KEYS = ("mapping", "lr", "weight_decay", "seed")
-# Where a run lives and which data copy it reads do not change what it computes.
-LOCATION_KEYS = ("run_dir", "data_root")
+# What a run's results depend on: training and the analysis of notebooks 02-04. Where it lives,
+# which data copy it reads and how it is executed (e.g. torch.compile) do not change them.
+RESULT_KEYS = (*TRAINING_KEYS, "profile", "n_init", "feature_norm")
 
 
 def run_name(cfg: RunConfig, point: dict[str, Any]) -> str:
@@ -34,8 +35,8 @@ def run_name(cfg: RunConfig, point: dict[str, Any]) -> str:
 
 
 def comparable(config: dict[str, Any]) -> dict[str, Any]:
-    """A config without the keys that only say where things are."""
-    return {k: v for k, v in config.items() if k not in LOCATION_KEYS}
+    """The RESULT_KEYS of a config (a key it lacks reads as None)."""
+    return {k: config.get(k) for k in RESULT_KEYS}
 
 
 def finished(cfg: RunConfig) -> dict[str, Any] | None:

@@ -189,7 +189,9 @@ def test_bad_sweeps_fail_before_any_work(call, name: str) -> None:
 def test_finished_runs_are_read_back_only_with_the_same_config(tmp_path: Path) -> None:
     cfg = sweeps.sweep_configs([{"seed": 0}], "exp", tmp_path)[0]
     assert sweeps.finished(cfg) is None
-    save_json(Path(cfg.run_dir) / "results.json", {"config": {**cfg.to_dict(), "data_root": "x"}})
+    # Where the data lives, or a config field added later, does not change the results.
+    stored = {**cfg.to_dict(), "data_root": "x", "a_later_field": 1}
+    save_json(Path(cfg.run_dir) / "results.json", {"config": stored})
     assert sweeps.finished(cfg) is not None
     other = sweeps.sweep_configs([{"seed": 0}], "exp", tmp_path, epochs=2)[0]
     assert sweeps.finished(other) is None
