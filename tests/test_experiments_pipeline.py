@@ -41,7 +41,7 @@ def parameters(name: str, root: Path, out: Path, data_root: Path) -> dict:
     extra = {"06_dynamics": {"seeds": [0]},
              "07_grid": {"lrs": [0.1], "weight_decays": [5e-4]},
              "08_hierarchies": {"mappings": {"mod5": [0]}},
-             "09_split": {"seeds": [0], "merged_root": str(root),
+             "09_split": {"seeds": [0], "merged_root": str(root), "models": ["baseline", "coarse"],
                           "runs_root": str(root / "split")}}
     return {**params, **extra[name]}
 
