@@ -20,7 +20,7 @@ test: $(VENV)/.installed
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check nbutils tests benchmarks
+	$(VENV)/bin/ruff check nbutils tests benchmarks scripts
 
 benchmarks: $(VENV)/.installed
 	$(PY) benchmarks/train_throughput.py
