@@ -135,8 +135,7 @@ def cmd_render(args: argparse.Namespace) -> None:
     from pathlib import Path
 
     from nbutils.render import render_run
-    from nbutils.reproduce import REPO, publish
-    from nbutils.results import update_readme
+    from nbutils.reproduce import publish
     from nbutils.runs import load_run
 
     cfg = load_run(args.run_dir)
@@ -144,8 +143,6 @@ def cmd_render(args: argparse.Namespace) -> None:
         print(path)
     if args.publish_dir:
         print(f"published to {publish(cfg, Path(args.publish_dir))}")
-        if Path(args.publish_dir).resolve().parent == (REPO / "figures").resolve():
-            update_readme(REPO / "README.md", REPO / "figures")
 
 
 def cmd_feature_norms(args: argparse.Namespace) -> None:

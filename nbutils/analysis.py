@@ -153,8 +153,10 @@ def export_compact(cfg: RunConfig) -> Path:
     feats = load_features(cfg, "coarse", cfg.epochs)
     final = recover(cfg, feats, use_pred=True)
     idx = umap_sample(cfg, feats)
+    # Compressed: it is published with the figures (figures/<profile>/logs/).
     return save_npz(
-        compact_path(cfg), epoch=np.int64(cfg.epochs), fine_to_coarse=feats["fine_to_coarse"],
+        compact_path(cfg), compress=True, epoch=np.int64(cfg.epochs),
+        fine_to_coarse=feats["fine_to_coarse"],
         # float16 keeps the file small; UMAP is for looking only (notebook 05 uses float32).
         umap_features=feats["train_features"][idx].astype(np.float16),
         umap_fine=feats["train_fine"][idx],

@@ -15,7 +15,7 @@ import pandas as pd
 
 from nbutils.collapse import collapse_report
 from nbutils.config import RunConfig, check_flag, resolve
-from nbutils.data import CIFAR10_CLASSES, Split, coarse_mapping
+from nbutils.data import CIFAR10_CLASSES, Split, coarse_mapping, mapping_table
 from nbutils.features import extract_checkpoint, load_features
 from nbutils.recovery import recover_fine_labels
 from nbutils.runs import create_run, features_path, load_json, save_json
@@ -207,8 +207,7 @@ def summary_frame(summary: dict[str, dict[str, Any]]) -> pd.DataFrame:
 
 def pair_names(fine_to_coarse: np.ndarray) -> list[str]:
     """'cat/dog' style names of the super-classes of a CIFAR-10 mapping."""
-    return ["/".join(CIFAR10_CLASSES[f] for f in np.flatnonzero(fine_to_coarse == s))
-            for s in range(int(fine_to_coarse.max()) + 1)]
+    return ["/".join(names) for names in mapping_table(fine_to_coarse, CIFAR10_CLASSES).values()]
 
 
 def pair_table(results: list[dict[str, Any]]) -> list[dict[str, Any]]:

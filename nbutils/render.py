@@ -17,6 +17,7 @@ from nbutils import viz
 from nbutils.analysis import compact_path, trained_models, umap_views_of
 from nbutils.config import RunConfig
 from nbutils.data import class_names
+from nbutils.results import table_rows, table_title
 from nbutils.runs import figure_path, load_json, load_npz, model_dir
 
 MODEL_LABELS = {"coarse": "coarse (super-class labels)", "baseline": "baseline (fine labels)"}
@@ -55,8 +56,6 @@ def recovery_figure(cfg: RunConfig, res: dict[str, Any]) -> Figure:
 
 def results_figure(res: dict[str, Any]) -> Figure:
     """The results table as a figure."""
-    from nbutils.results import table_rows, table_title
-
     return viz.plot_results_table(table_rows(res), title=table_title(res))
 
 

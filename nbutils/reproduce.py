@@ -67,7 +67,10 @@ def copy_atomic(src: Path, dst: Path) -> Path:
 
 
 def publish(cfg: RunConfig, dest: Path) -> Path:
-    """Copy figures, results and the small logs of a run to `dest` (e.g. figures/cpu)."""
+    """Copy figures, results and the small logs of a run to `dest` (e.g. figures/cpu).
+
+    Publishing into the repository's figures/ also rebuilds the README's results table.
+    """
     run = Path(cfg.run_dir)
     dest.mkdir(parents=True, exist_ok=True)
     for png in sorted((run / "figures").glob("*.png")):
@@ -76,6 +79,8 @@ def publish(cfg: RunConfig, dest: Path) -> Path:
     for rel in PUBLISHED_LOGS:
         if (run / rel).is_file():
             copy_atomic(run / rel, dest / "logs" / rel)
+    if dest.resolve().parent == (REPO / "figures").resolve():
+        update_readme(REPO / "README.md", REPO / "figures")
     return dest
 
 
@@ -105,7 +110,5 @@ def reproduce(
     results = load_json(Path(cfg.run_dir) / "results.json")
     if publish_dir or profile in PUBLISHED_PROFILES:
         publish(cfg, Path(publish_dir) if publish_dir else REPO / "figures" / profile)
-        if not publish_dir:
-            update_readme(REPO / "README.md", REPO / "figures")
     print((Path(cfg.run_dir) / "results.md").read_text())
     return results

@@ -128,12 +128,13 @@ def load_torch(
         ) from err
 
 
-def save_npz(path: Path, **arrays: np.ndarray) -> Path:
-    """np.savez atomically (uncompressed: features load fast and memory-map)."""
+def save_npz(path: Path, compress: bool = False, **arrays: np.ndarray) -> Path:
+    """np.savez atomically; uncompressed by default, so that features load fast."""
+    save = np.savez_compressed if compress else np.savez
 
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as handle:
-            np.savez(handle, **arrays)
+            save(handle, **arrays)
 
     return atomic_write(path, write)
 
