@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import http.client
 import os
 import pickle
+import socket
+import urllib.error
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +28,10 @@ CIFAR10_STD = (0.24703223, 0.24348513, 0.26158784)
 CIFAR100_MEAN = (0.50707516, 0.48654887, 0.44091784)
 CIFAR100_STD = (0.26733429, 0.25643846, 0.27615047)
 DEFAULT_CACHE = Path.home() / ".cache" / "nbutils"
+# What a download raises without network: DNS failures, refused or reset connections and
+# timeouts (urllib wraps most in URLError; the rest surface while the body is read).
+NETWORK_ERRORS = (urllib.error.URLError, ConnectionError, TimeoutError, socket.gaierror,
+                  http.client.HTTPException)
 
 
 class DataError(ValueError):
@@ -125,19 +132,37 @@ def read_cifar100_python(folder: Path) -> tuple[Split, Split]:
     return splits[0], splits[1]
 
 
+def offline_message(dataset: str, url: str, err: BaseException) -> str:
+    """A few lines: the download that failed and how to use an existing cache instead."""
+    arrays = "'images' (uint8, N x 32 x 32 x 3), 'labels' (int64, N)"
+    if dataset == "cifar100":
+        arrays += ", 'coarse_labels' (int64, N)"
+    return (
+        f"could not download {dataset} ({type(err).__name__}: {err})\n"
+        f"  from {url}\n"
+        "without network, point at an existing copy of the cache instead:\n"
+        "  NBUTILS_DATA=/path/to/cache, or --data-root /path/to/cache (the data_root parameter);\n"
+        f"  that folder holds train.npz and test.npz, each with {arrays}"
+    )
+
+
 def download_to_cache(root: Path, dataset: str) -> None:
     """Fetch the dataset with torchvision's checksum-verified download and write the cache."""
     from torchvision import datasets
 
     raw = root / "raw"
-    if dataset == "cifar10":
-        tr = datasets.CIFAR10(raw, train=True, download=True)
-        te = datasets.CIFAR10(raw, train=False, download=True)
-        train = Split(tr.data, np.asarray(tr.targets, dtype=np.int64))
-        test = Split(te.data, np.asarray(te.targets, dtype=np.int64))
-    else:
-        datasets.CIFAR100(raw, train=True, download=True)
-        train, test = read_cifar100_python(raw / "cifar-100-python")
+    source = datasets.CIFAR10 if dataset == "cifar10" else datasets.CIFAR100
+    try:
+        if dataset == "cifar10":
+            tr = source(raw, train=True, download=True)
+            te = source(raw, train=False, download=True)
+            train = Split(tr.data, np.asarray(tr.targets, dtype=np.int64))
+            test = Split(te.data, np.asarray(te.targets, dtype=np.int64))
+        else:
+            source(raw, train=True, download=True)
+            train, test = read_cifar100_python(raw / "cifar-100-python")
+    except NETWORK_ERRORS as err:
+        raise DataError(offline_message(dataset, source.url, err)) from err
     save_cache(root, train, test)
 
 
