@@ -1,13 +1,14 @@
-"""Recovering fine labels from coarse-trained features (SPEC section 4).
+"""Recovering fine labels from coarse-trained features (`docs/protocol.md` section 4).
 
 Per super-class k-means on train features, Hungarian matching of clusters to fine classes,
 nearest-centroid labelling of test images inside the true (a) or the predicted (b) super-class,
-NMI/ARI, per-super-class accuracies and a linear probe on the reconstructed labels.
+the transductive variants that cluster the test set itself inside the true (c) or the predicted
+(d) super-class, NMI/ARI, per-super-class accuracies and a linear probe on the reconstructed
+labels.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,11 +17,15 @@ import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
+from nbutils.kmeans import kmeans
+
 FEATURE_NORMS = ("none", "l2", "center_l2", "standardize")
 METRIC_KEYS = (
     "train_cluster_acc",
     "test_acc_true_coarse",
     "test_acc_pred_coarse",
+    "test_cluster_acc_true_coarse",
+    "test_cluster_acc_pred_coarse",
     "nmi",
     "nmi_within_superclass",
     "ari",
@@ -37,7 +42,8 @@ class Recovery:
 
     `centroids[s]` has one row per fine class of super-class s, in ascending fine-label order
     (row j is the centroid matched to the j-th smallest fine label of s), in the normalised
-    feature space that k-means saw.
+    feature space that k-means saw. `test_cluster_true_coarse` and `test_cluster_pred_coarse`
+    are the test labels of the transductive variants (c) and (d).
     """
 
     metrics: dict
@@ -45,6 +51,8 @@ class Recovery:
     test_pred_true_coarse: np.ndarray
     test_pred_pred_coarse: np.ndarray | None
     centroids: list[np.ndarray]
+    test_cluster_true_coarse: np.ndarray
+    test_cluster_pred_coarse: np.ndarray | None
 
 
 def _contingency(a: np.ndarray, b: np.ndarray, n_a: int, n_b: int) -> np.ndarray:
@@ -178,6 +186,11 @@ def _group_accuracy(correct: np.ndarray, groups: np.ndarray, n_groups: int) -> l
     return [float(h / c) if c else None for h, c in zip(hits, counts, strict=True)]
 
 
+def _accuracy(pred: np.ndarray | None, true: np.ndarray) -> float | None:
+    """Fraction of pred equal to true; None when there is no prediction."""
+    return None if pred is None else float(np.mean(pred == true))
+
+
 def within_group_nmi(true: np.ndarray, pred: np.ndarray, groups: np.ndarray) -> float:
     """Mean over groups of the NMI of two labellings restricted to each group.
 
@@ -203,115 +216,35 @@ def _nearest_fine(
     return out
 
 
-def _sq_distances(x: torch.Tensor, x_sq: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-    """Squared Euclidean distances (n x m) from the rows of x (norms x_sq) to the rows of c."""
-    d = torch.addmm((c * c).sum(dim=1)[None, :], x, c.T, alpha=-2.0)
-    return d.add_(x_sq[:, None]).clamp_(min=0)
-
-
-def _kmeans_plusplus(
-    x: torch.Tensor, x_sq: torch.Tensor, k: int, n_init: int, gen: torch.Generator
-) -> torch.Tensor:
-    """Greedy k-means++ seeds (n_init x k x D) of all restarts, by scikit-learn's procedure.
-
-    Each new centre is the best, by resulting potential, of 2 + log(k) candidates sampled in
-    proportion to the squared distance to the nearest centre so far.
-    """
-    n, trials, rows = len(x), 2 + int(math.log(k)), torch.arange(n_init)
-    centres = x.new_empty(n_init, k, x.shape[1])
-    centres[:, 0] = x[torch.randint(n, (n_init,), generator=gen)]
-    closest = _sq_distances(x, x_sq, centres[:, 0]).T.double()
-    potential = closest.sum(dim=1)
-    for c in range(1, k):
-        draws = torch.rand(n_init, trials, generator=gen, dtype=torch.float64)
-        cand = torch.searchsorted(closest.cumsum(dim=1), draws * potential[:, None])
-        cand = cand.clamp_(max=n - 1)
-        dist = _sq_distances(x, x_sq, x[cand.flatten()]).T.reshape(n_init, trials, n).double()
-        dist = torch.minimum(dist, closest[:, None, :])
-        best = dist.sum(dim=2).argmin(dim=1)
-        centres[:, c] = x[cand[rows, best]]
-        closest = dist[rows, best]
-        potential = closest.sum(dim=1)
-    return centres
-
-
-def _cluster_means(
-    x: torch.Tensor, labels: torch.Tensor, far: torch.Tensor, k: int
-) -> torch.Tensor:
-    """Means (r x k x D) of r labellings (n x r); an empty cluster takes a far-off point instead.
-
-    `far` (n x r) is each point's distance to its own centre: as in scikit-learn, the points
-    farthest from their centres re-seed empty clusters.
-    """
-    r = labels.shape[1]
-    onehot = x.new_zeros(len(x), r * k)
-    onehot.scatter_(1, labels + k * torch.arange(r)[None, :], 1.0)
-    counts = onehot.sum(dim=0)
-    means = (onehot.T @ x / counts.clamp(min=1)[:, None]).reshape(r, k, -1)
-    empty = (counts == 0).reshape(r, k)
-    for run in empty.any(dim=1).nonzero().flatten().tolist():
-        holes = empty[run].nonzero().flatten()
-        means[run, holes] = x[far[:, run].topk(len(holes)).indices]
-    return means
-
-
-def _lloyd(
-    x: torch.Tensor, x_sq: torch.Tensor, centres: torch.Tensor, tol: float, max_iter: int
-) -> torch.Tensor:
-    """Lloyd iterations of every restart until its labels repeat or its centres move <= tol.
-
-    Restarts advance together (one matrix product for all), and a converged one drops out.
-    """
-    n_init, k, dim = centres.shape
-    labels = torch.full((len(x), n_init), -1, dtype=torch.long)
-    active = torch.ones(n_init, dtype=torch.bool)
-    for _ in range(max_iter):
-        run = active.nonzero().flatten()
-        if not len(run):
-            break
-        old = centres[run]
-        dist = _sq_distances(x, x_sq, old.reshape(-1, dim)).reshape(len(x), len(run), k)
-        far, new_labels = dist.min(dim=2)
-        new = _cluster_means(x, new_labels, far, k)
-        repeated = (new_labels == labels[:, run]).all(dim=0)
-        moved = ((new - old) ** 2).sum(dim=(1, 2))
-        centres[run], labels[:, run] = new, new_labels
-        active[run] = ~repeated & (moved > tol)
-    return centres
-
-
-def _kmeans(
-    x: np.ndarray, k: int, n_init: int, seed: int, max_iter: int = 300, tol: float = 1e-4
-) -> tuple[np.ndarray, np.ndarray]:
-    """k-means with k-means++ seeding and n_init restarts; (labels, centroids) of the best.
-
-    The semantics of scikit-learn's KMeans (greedy k-means++, Lloyd, tol relative to the mean
-    feature variance, lowest inertia wins), with all restarts batched into single matrix
-    products. Computed in the features' own precision, on features centred by their mean.
-    """
-    x = np.asarray(x, dtype=np.float32 if x.dtype == np.float32 else np.float64)
-    mean = x.mean(axis=0, dtype=np.float64).astype(x.dtype)
-    xt = torch.from_numpy(np.ascontiguousarray(x - mean))
-    x_sq = (xt * xt).sum(dim=1)
-    gen = torch.Generator().manual_seed(seed)
-    scaled_tol = tol * float(xt.double().var(dim=0, unbiased=False).mean())
-    seeds = _kmeans_plusplus(xt, x_sq, k, n_init, gen)
-    centres = _lloyd(xt, x_sq, seeds, scaled_tol, max_iter)
-    dist = _sq_distances(xt, x_sq, centres.reshape(n_init * k, -1)).reshape(len(x), n_init, k)
-    closest, labels = dist.min(dim=2)
-    best = int(closest.double().sum(dim=0).argmin())
-    return labels[:, best].numpy(), centres[best].numpy() + mean
-
-
 def _kmeans_superclass(
     x: np.ndarray, fine_true: np.ndarray, fine: np.ndarray, n_init: int, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """k-means on one super-class; reconstructed labels and centroids ordered like `fine`."""
-    labels, found = _kmeans(x, len(fine), n_init, seed)
+    labels, found = kmeans(x, len(fine), n_init, seed)
     mapping = match_clusters(fine_true, labels, len(fine), fine)
     centroids = np.empty_like(found)
     centroids[np.searchsorted(fine, mapping)] = found
     return mapping[labels], centroids
+
+
+def _cluster_within(
+    x: np.ndarray, fine_true: np.ndarray, groups: np.ndarray, fine_of: list[np.ndarray],
+    n_init: int, seed: int,
+) -> np.ndarray:
+    """Fine labels from k-means inside each group of x, clusters matched on fine_true.
+
+    A group with no more samples than its super-class has fine classes puts each sample in a
+    cluster of its own (the zero-inertia clustering k-means would reach) before the matching.
+    """
+    out = np.empty(len(x), dtype=np.int64)
+    for s, fine in enumerate(fine_of):
+        idx = np.flatnonzero(groups == s)
+        if len(idx) > len(fine):
+            out[idx] = _kmeans_superclass(x[idx], fine_true[idx], fine, n_init, seed)[0]
+        elif len(idx):
+            singletons = np.arange(len(idx))
+            out[idx] = match_clusters(fine_true[idx], singletons, len(idx), fine)
+    return out
 
 
 def recover_fine_labels(
@@ -326,10 +259,19 @@ def recover_fine_labels(
     feature_norm: str = "none",
     probe: bool = True,
 ) -> Recovery:
-    """Run the SPEC 4 protocol: per-super-class k-means, Hungarian matching, test variants a/b.
+    """The recovery protocol of `docs/protocol.md` section 4, test variants (a)-(d).
 
-    The linear probe is trained on the normalised train features with the reconstructed labels.
-    A super-class with no samples in a split gets None in that split's per-super-class list.
+    (a)/(b): per-super-class k-means on train, Hungarian matching to the train fine labels, then
+    each test image takes the nearest matched centroid of its true (a) or predicted (b)
+    super-class. (c)/(d), transductive: k-means (same normalisation, n_init and seed) on the
+    test images of each true (c) or predicted (d) super-class, clusters matched to the test fine
+    labels by the Hungarian method; both label every test image, and under (b)/(d) an image
+    whose true fine class is outside its predicted super-class is necessarily wrong. Under
+    (c)/(d) a super-class with no test images is skipped, and one with no more test images than
+    fine classes gives each image its own cluster before the matching. (b) and (d) are None
+    without `test_coarse_pred`. The linear probe is trained on the normalised train features
+    with the reconstructed labels. A super-class with no samples in a split gets None in that
+    split's per-super-class list.
     """
     train_features = _check_features("train_features", train_features)
     test_features = _check_features("test_features", test_features)
@@ -374,14 +316,20 @@ def recover_fine_labels(
     pred_b = None if test_coarse_pred is None else _nearest_fine(
         test_x, test_coarse_pred, centroids, fine_of
     )
+    clu_c = _cluster_within(test_x, test_fine, test_coarse, fine_of, n_init, seed)
+    clu_d = None if test_coarse_pred is None else _cluster_within(
+        test_x, test_fine, test_coarse_pred, fine_of, n_init, seed
+    )
     probe_acc = None
     if probe:
         probe_acc = linear_probe(train_x, train_rec, test_x, test_fine, n_fine, seed=seed)
 
     metrics = {
         "train_cluster_acc": float(np.mean(train_rec == train_fine)),
-        "test_acc_true_coarse": float(np.mean(pred_a == test_fine)),
-        "test_acc_pred_coarse": None if pred_b is None else float(np.mean(pred_b == test_fine)),
+        "test_acc_true_coarse": _accuracy(pred_a, test_fine),
+        "test_acc_pred_coarse": _accuracy(pred_b, test_fine),
+        "test_cluster_acc_true_coarse": _accuracy(clu_c, test_fine),
+        "test_cluster_acc_pred_coarse": _accuracy(clu_d, test_fine),
         "nmi": float(normalized_mutual_info_score(train_fine, train_rec)),
         "nmi_within_superclass": within_group_nmi(train_fine, train_rec, train_coarse),
         # ARI can dip below 0 for worse-than-chance labellings; clip to keep metrics in [0, 1].
@@ -390,7 +338,7 @@ def recover_fine_labels(
         "per_superclass": _group_accuracy(pred_a == test_fine, test_coarse, n_coarse),
         "per_superclass_train": _group_accuracy(train_rec == train_fine, train_coarse, n_coarse),
     }
-    return Recovery(metrics, train_rec, pred_a, pred_b, centroids)
+    return Recovery(metrics, train_rec, pred_a, pred_b, centroids, clu_c, clu_d)
 
 
 def linear_probe(
@@ -448,19 +396,28 @@ def linear_probe(
     return float(np.mean(pred == test_y))
 
 
-def raw_pixel_features(images: np.ndarray) -> np.ndarray:
-    """Raw-pixel control of SPEC 4: uint8 N x H x W x 3 images -> float32 N x (H*W*3) features.
-
-    Pixels are scaled to [0, 1] and centred per channel with this array's own channel means
-    (so train and test are each centred by their own means); rows keep the HWC order.
-    """
+def _check_images(name: str, images: np.ndarray) -> np.ndarray:
+    """A non-empty uint8 N x H x W x 3 array, or ValueError naming `name`."""
     images = np.asarray(images)
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3 or len(images) == 0:
         raise ValueError(
-            f"images must be a non-empty uint8 array N x H x W x 3, got {images.dtype} "
+            f"{name} must be a non-empty uint8 array N x H x W x 3, got {images.dtype} "
             f"{images.shape}"
         )
+    return images
+
+
+def raw_pixel_features(images: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray:
+    """Raw-pixel control: uint8 N x H x W x 3 images -> float32 N x (H*W*3) features.
+
+    Pixels are scaled to [0, 1] and centred per channel with the channel means of `reference`
+    (pass the train images when featurising the test set, so that both splits share the train
+    statistics like every other normalisation here; default: `images` itself). Rows keep the
+    HWC order.
+    """
+    images = _check_images("images", images)
+    reference = images if reference is None else _check_images("reference", reference)
     x = images.astype(np.float32)
     x *= np.float32(1 / 255)
-    x -= images.mean(axis=(0, 1, 2), dtype=np.float64).astype(np.float32) / np.float32(255)
+    x -= reference.mean(axis=(0, 1, 2), dtype=np.float64).astype(np.float32) / np.float32(255)
     return x.reshape(len(images), -1)

@@ -1,4 +1,4 @@
-"""Tests for nbutils.recovery: matching, normalisation, the SPEC 4 protocol and the probe."""
+"""Tests for nbutils.recovery: matching, normalisation, the recovery protocol and the probe."""
 
 from __future__ import annotations
 
@@ -107,6 +107,8 @@ def test_recovery_separated_is_perfect(separated: dict, norm: str) -> None:
     assert m["train_cluster_acc"] == 1.0
     assert m["test_acc_true_coarse"] == 1.0
     assert m["test_acc_pred_coarse"] == 1.0
+    assert m["test_cluster_acc_true_coarse"] == 1.0
+    assert m["test_cluster_acc_pred_coarse"] == 1.0
     assert m["nmi"] > 0.999 and m["ari"] > 0.999 and m["nmi_within_superclass"] > 0.999
     assert m["per_superclass"] == [1.0] * 5 and m["per_superclass_train"] == [1.0] * 5
     assert (m["linear_probe_test_acc"] is None) == (norm != "none")
@@ -114,6 +116,8 @@ def test_recovery_separated_is_perfect(separated: dict, norm: str) -> None:
         assert type(value) is float and 0.0 <= value <= 1.0
     np.testing.assert_array_equal(rec.train_reconstructed, separated["train_fine"])
     np.testing.assert_array_equal(rec.test_pred_pred_coarse, separated["test_fine"])
+    np.testing.assert_array_equal(rec.test_cluster_true_coarse, separated["test_fine"])
+    np.testing.assert_array_equal(rec.test_cluster_pred_coarse, separated["test_fine"])
     assert [c.shape for c in rec.centroids] == [(2, 16)] * 5
 
 
@@ -131,6 +135,7 @@ def test_recovery_identical_fine_classes_is_near_chance() -> None:
     xte, yte = mixture(MOD5, 60, seed=1, separated=False)
     m = recover_fine_labels(xtr, ytr, xte, yte, MOD5, n_init=2, probe=False).metrics
     assert m["test_acc_pred_coarse"] is None
+    assert m["test_cluster_acc_pred_coarse"] is None
     assert m["linear_probe_test_acc"] is None
     assert 0.5 <= m["train_cluster_acc"] < 0.65
     assert m["test_acc_true_coarse"] < 0.65
@@ -171,6 +176,54 @@ def test_wrong_coarse_prediction_costs_exactly_those_points(separated: dict) -> 
     assert np.all(MOD5[rec.test_pred_pred_coarse[wrong]] == test_coarse[wrong])
 
 
+def test_transductive_true_coarse_on_the_train_set_repeats_the_train_clustering() -> None:
+    x, y = mixture(MOD5, 60, seed=0, separated=False)
+    rec = recover_fine_labels(x, y, x, y, MOD5, n_init=2, seed=1, probe=False)
+    # Same points, normalisation, n_init and seed: k-means on "test" is the train k-means.
+    np.testing.assert_array_equal(rec.test_cluster_true_coarse, rec.train_reconstructed)
+    assert rec.metrics["test_cluster_acc_true_coarse"] == rec.metrics["train_cluster_acc"]
+    assert rec.test_cluster_pred_coarse is None
+
+
+def test_transductive_equals_inductive_on_separated_train_set(separated: dict) -> None:
+    x, y = separated["train_features"], separated["train_fine"]
+    m = recover_fine_labels(x, y, x, y, MOD5, n_init=2, probe=False).metrics
+    assert m["test_cluster_acc_true_coarse"] == m["test_acc_true_coarse"] == 1.0
+
+
+def test_transductive_wrong_coarse_prediction_costs_exactly_those_points(separated: dict) -> None:
+    # The features and the predicted super-class stay those of each image's blob; one image in
+    # ten gets a true fine label from another super-class, i.e. its super-class is mispredicted.
+    test_fine = separated["test_fine"].copy()
+    pred = MOD5[test_fine]
+    wrong = np.arange(0, len(test_fine), 10)
+    test_fine[wrong] = (test_fine[wrong] + 1) % 10
+    rec = recover_fine_labels(**{**separated, "test_fine": test_fine}, test_coarse_pred=pred,
+                              n_init=2, probe=False)
+    expected = 1.0 - len(wrong) / len(test_fine)
+    assert rec.metrics["test_cluster_acc_pred_coarse"] == pytest.approx(expected, abs=1e-12)
+    assert rec.metrics["test_acc_pred_coarse"] == pytest.approx(expected, abs=1e-12)
+    assert np.all(MOD5[rec.test_cluster_pred_coarse] == pred)
+    right = np.setdiff1d(np.arange(len(test_fine)), wrong)
+    np.testing.assert_array_equal(rec.test_cluster_pred_coarse[right], test_fine[right])
+
+
+def test_transductive_small_and_empty_predicted_superclasses(separated: dict) -> None:
+    test_fine = separated["test_fine"]
+    pred = MOD5[test_fine].copy()
+    pred[pred == 3] = 2
+    lone = np.flatnonzero(pred == 4)[0]
+    pred[pred == 4] = 1
+    pred[lone] = 4
+    rec = recover_fine_labels(**separated, test_coarse_pred=pred, n_init=2, probe=False)
+    labels = rec.test_cluster_pred_coarse
+    assert labels.shape == test_fine.shape and np.all(MOD5[labels] == pred)
+    # A lone image forms its own cluster, which the matching names after its true class.
+    assert labels[lone] == test_fine[lone]
+    misrouted = MOD5[test_fine] != pred
+    assert rec.metrics["test_cluster_acc_pred_coarse"] <= 1.0 - misrouted.mean()
+
+
 def test_recovery_is_deterministic() -> None:
     xtr, ytr = mixture(MOD5, 40, seed=0, separated=False)
     xte, yte = mixture(MOD5, 20, seed=1, separated=False)
@@ -208,6 +261,22 @@ def test_raw_pixel_features() -> None:
         raw_pixel_features(images.astype(np.float32))
 
 
+def test_raw_pixel_features_centred_with_reference_means() -> None:
+    rng = np.random.default_rng(1)
+    train = rng.integers(0, 128, size=(8, 4, 4, 3), dtype=np.uint8)
+    test = rng.integers(128, 256, size=(3, 4, 4, 3), dtype=np.uint8)
+    feats = raw_pixel_features(test, reference=train)
+    train_mean = train.reshape(-1, 3).mean(axis=0) / 255.0
+    expected = test.reshape(3, -1, 3) / 255.0 - train_mean
+    np.testing.assert_allclose(feats, expected.reshape(3, -1), atol=1e-6)
+    # Centred by the train means, the brighter test set keeps its positive offset.
+    assert np.all(feats.reshape(-1, 3).mean(axis=0) > 0.2)
+    np.testing.assert_array_equal(raw_pixel_features(train, reference=train),
+                                  raw_pixel_features(train))
+    with pytest.raises(ValueError, match="reference"):
+        raw_pixel_features(test, reference=train[..., :2])
+
+
 def _bad(separated: dict, **changes: object) -> dict:
     """The separated fixture's arguments with some replaced."""
     return {**separated, "probe": False, "n_init": 1, **changes}
@@ -226,6 +295,8 @@ def _bad(separated: dict, **changes: object) -> dict:
         ({"fine_to_coarse": np.arange(8) % 4}, "train_fine"),
         ({"test_coarse_pred": np.full(300, 5)}, "test_coarse_pred"),
         ({"test_coarse_pred": np.zeros(299, dtype=np.int64)}, "test_coarse_pred"),
+        ({"test_coarse_pred": np.zeros(300)}, "test_coarse_pred"),
+        ({"test_coarse_pred": np.full(300, -1)}, "test_coarse_pred"),
         ({"n_init": 0}, "n_init"),
         ({"n_init": 2.5}, "n_init"),
         ({"seed": -1}, "seed"),
