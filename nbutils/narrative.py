@@ -1,0 +1,380 @@
+"""'What we see': markdown sentences about one run, computed from its results.json.
+
+Each notebook stage has one function (`training`, `collapse`, `recovery`, `umap`) that returns a
+paragraph quoting this run's own numbers, profile, width, epochs and seeds, with the caveats that
+apply to it: whether it reached the terminal phase (docs/protocol.md, section 11), how many seeds
+a number rests on, and whether a difference lies inside its 95% bootstrap interval. Keys that an
+older results.json lacks are left out of the text. `run_summary` joins the paragraphs for the
+docs, and `update_docs` writes them between `<!-- summary:<profile>:start/end -->` markers.
+"""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from nbutils.data import NUM_FINE, class_names, coarse_mapping
+from nbutils.phase import terminal_phase_of
+from nbutils.runs import atomic_write, load_json
+
+# The paper's one published number: 10-way test accuracy of the recovered labels (ResNet-18, w=64).
+PAPER_TEST_ACC = 0.93
+PAPER_WIDTH = 64
+WRAP = 100
+MARKERS = re.compile(r"<!-- summary:([\w.-]+):start -->.*?<!-- summary:\1:end -->", re.S)
+HEADLINE = "recovery.test_acc_pred_coarse"
+
+
+def pct(x: float) -> str:
+    """A fraction as a percentage with one decimal, as in the README table ('96.2%')."""
+    return f"{100 * x:.1f}%"
+
+
+def _points(d: float) -> str:
+    """An absolute difference of fractions in percentage points."""
+    return f"{100 * abs(d):.1f} points"
+
+
+def interval(section: dict[str, Any] | None, key: str) -> tuple[float, float] | None:
+    """The 95% bootstrap interval [lo, hi] of `section[key]` under `section['ci95']`, if any."""
+    found = ((section or {}).get("ci95") or {}).get(key)
+    return None if found is None else (float(found[0]), float(found[1]))
+
+
+def acc(section: dict[str, Any], key: str) -> str:
+    """`section[key]` as a percentage, followed by its 95% interval when one is recorded."""
+    ci = interval(section, key)
+    text = pct(section[key])
+    return text if ci is None else f"{text} (95% CI {100 * ci[0]:.1f}–{pct(ci[1])})"
+
+
+def compare(value: float, ci: tuple[float, float] | None, other: float, name: str) -> str:
+    """How `value` (interval `ci`) stands against `other` (called `name`); no gap inside the CI."""
+    side = "above" if value > other else "below"
+    text = f"{_points(value - other)} {side} {name}"
+    if ci is None:
+        return text
+    if ci[0] <= other <= ci[1]:
+        return text + (", which lies inside its 95% interval: the two do not differ beyond "
+                       "test-set sampling")
+    return text + ", outside its 95% interval"
+
+
+def _seeds_phrase(res: dict[str, Any]) -> str:
+    """'one training run, seed 0'."""
+    return f"one training run, seed {res['seed']}"
+
+
+def _phase(res: dict[str, Any]) -> dict[str, Any] | None:
+    """terminal_phase_of(res), or None when the run recorded no per-checkpoint history."""
+    return terminal_phase_of(res) if res.get("history") else None
+
+
+def converged(res: dict[str, Any]) -> bool:
+    """Whether the run reached the terminal phase (False when that cannot be read)."""
+    phase = _phase(res)
+    return bool(phase and phase["reached"])
+
+
+def phase_sentence(res: dict[str, Any]) -> str:
+    """Whether the run reached the terminal phase, from its clean coarse train accuracy."""
+    phase = _phase(res)
+    if phase is None:
+        return ("The run records no per-checkpoint history, so whether it reached the terminal "
+                "phase is not known; its statements about collapse count as before convergence.")
+    history = res["history"]
+    end = f"{pct(history[-1]['coarse_train_acc'])} at epoch {history[-1]['epoch']}"
+    need = f"{100 * phase['hold']:.0f}% of training"
+    if phase["reached"]:
+        return (f"Clean (eval-mode) coarse train accuracy is at or above {pct(phase['threshold'])} "
+                f"at every checkpoint from epoch {phase['onset_epoch']} on "
+                f"({100 * phase['held_fraction']:.0f}% of training; {end}), so the run is in the "
+                f"terminal phase (at least {need}).")
+    if phase["onset_epoch"] is None:
+        return (f"Clean (eval-mode) coarse train accuracy ends at {end}, below the "
+                f"{pct(phase['threshold'])} that defines the terminal phase, so what this run "
+                f"shows about collapse is before convergence.")
+    onset = next(i for i, h in enumerate(history) if h["epoch"] == phase["onset_epoch"])
+    before = (f"{pct(history[onset - 1]['coarse_train_acc'])} at epoch "
+              f"{history[onset - 1]['epoch']}; " if onset else "")
+    return (f"Clean (eval-mode) coarse train accuracy is at or above {pct(phase['threshold'])} "
+            f"only from epoch {phase['onset_epoch']} on ({before}{end}), which covers "
+            f"{100 * phase['held_fraction']:.0f}% of training by checkpoints, less than the "
+            f"{need} that the terminal phase requires, so what this run shows about collapse is "
+            f"before convergence.")
+
+
+SCHEDULE_NAMES = {"onecycle": "one-cycle", "cosine": "cosine", "step": "step"}
+
+
+def _recipe(res: dict[str, Any]) -> str:
+    """'one-cycle schedule, peak lr 0.1, ..., bfloat16 autocast', from what the run recorded."""
+    cfg = res.get("config") or {}
+    parts = []
+    if cfg:
+        parts = [f"{SCHEDULE_NAMES.get(cfg['schedule'], cfg['schedule'])} schedule",
+                 f"peak lr {cfg['lr']:g}", f"weight decay {cfg['weight_decay']:g}",
+                 f"batch {cfg['batch_size']}"]
+    if res.get("amp"):
+        parts.append(f"{res['amp']} autocast")
+    return ", ".join(parts)
+
+
+def training(res: dict[str, Any]) -> str:
+    """Notebook 01: what was trained, how far it got, and whether it reached the terminal phase."""
+    n_coarse = len(res["recovery"]["per_superclass"])
+    images = f" on {res['train_size']:,} train images" if res.get("train_size") else ""
+    recipe = _recipe(res)
+    parts = [
+        f"The `{res['profile']}` run trains a CIFAR ResNet-18 of width {res['width']} on the "
+        f"{n_coarse} super-classes of the `{res['mapping']}` mapping for {res['epochs']} epochs"
+        f"{images}, {_seeds_phrase(res)}, on {res['device']}" + (f": {recipe}." if recipe else "."),
+        f"The coarse model reaches {acc(res['coarse'], 'test_acc')} {n_coarse}-way test accuracy "
+        f"and {pct(res['coarse']['train_acc'])} clean train accuracy.",
+    ]
+    if res.get("baseline"):
+        parts.append(f"The same network trained with the same recipe on the {_n_fine(res)} fine "
+                     f"labels reaches {acc(res['baseline'], 'test_acc')} test accuracy.")
+    parts.append(phase_sentence(res))
+    return " ".join(parts)
+
+
+def _n_fine(res: dict[str, Any]) -> int:
+    """Number of fine classes of the run's dataset."""
+    return NUM_FINE[res.get("dataset", "cifar10")]
+
+
+def _series(res: dict[str, Any], *path: str) -> list[tuple[int, float]]:
+    """(epoch, value) of a nested history key, at the checkpoints that recorded it."""
+    out = []
+    for h in res.get("history") or []:
+        value: Any = h
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        if value is not None:
+            out.append((h["epoch"], float(value)))
+    return out
+
+
+def _g3(x: float) -> str:
+    """Three significant digits, as the README table prints NC1."""
+    return f"{x:.3g}"
+
+
+def _course(series: list[tuple[int, float]], fmt: Callable[[float], str], what: str) -> str:
+    """'what goes from A at epoch x to B at epoch y (highest: C at epoch z)'."""
+    (e0, v0), (e1, v1) = series[0], series[-1]
+    text = f"{what} goes from {fmt(v0)} at epoch {e0} to {fmt(v1)} at epoch {e1}"
+    top_epoch, top = max(series, key=lambda p: p[1])
+    if top_epoch not in (e0, e1):
+        text += f" (highest: {fmt(top)} at epoch {top_epoch})"
+    return text
+
+
+def collapse(res: dict[str, Any]) -> str:
+    """Notebook 03: NC metrics over training and the fine structure inside the super-classes."""
+    parts = []
+    coarse, fine = _series(res, "nc", "coarse", "nc1"), _series(res, "nc", "fine", "nc1")
+    if coarse:
+        text = _course(coarse, _g3, "On the train features, NC1 against the coarse labels")
+        if fine:
+            text += f", and against the fine labels from {fine[0][1]:.3g} to {fine[-1][1]:.3g}"
+        parts.append(text + ".")
+    end = res["nc"]["coarse"]
+    named = (("NC2 equinorm", "nc2_equinorm", ".3g"), ("NC2 equiangularity", "nc2_equiangular",
+             ".3g"), ("NC3", "nc3", ".3g"))
+    found = [f"{label} {end[key]:{fmt}}" for label, key, fmt in named if end.get(key) is not None]
+    if end.get("nc4") is not None:
+        found.append(f"NC4 {100 * end['nc4']:.2g}% of train images")
+    if found:
+        parts.append("At the last checkpoint (coarse labels): " + ", ".join(found) + ".")
+    share = _series(res, "nc", "fine_structure", "fine_variance_fraction_mean")
+    within = _series(res, "nc", "fine_structure", "nc1_within_superclass_mean")
+    if share:
+        text = _course(share, pct, "The share of a super-class's variance that lies between "
+                                   "its fine classes (mean over super-classes)")
+        if within:
+            text += (f"; the NC1 of the fine classes inside a super-class goes from "
+                     f"{within[0][1]:.3g} to {within[-1][1]:.3g}")
+        parts.append(text + ".")
+    state = ("in the terminal phase" if converged(res)
+             else "before convergence (see the training paragraph)")
+    parts.append(f"These values come from {_seeds_phrase(res)}, {state}.")
+    return " ".join(parts)
+
+
+def _variants(rec: dict[str, Any], n_fine: int) -> list[str]:
+    """The test variants the run recorded, as sentences."""
+    parts = [f"On the test set, the nearest train centroid gives "
+             f"{acc(rec, 'test_acc_true_coarse')} within each image's true super-class (a)"]
+    if rec.get("test_acc_pred_coarse") is not None:
+        parts[0] += (f" and {acc(rec, 'test_acc_pred_coarse')} within the super-class the "
+                     f"network predicts (b), a complete {n_fine}-way classifier in which a wrongly "
+                     f"predicted super-class counts as an error")
+    parts[0] += "."
+    fitted = [(key, letter, where) for key, letter, where in (
+        ("test_cluster_acc_true_coarse", "c", "true"),
+        ("test_cluster_acc_pred_coarse", "d", "predicted")) if rec.get(key) is not None]
+    if fitted:
+        parts.append("k-means fitted on the test features of each super-class gives "
+                     + " and ".join(f"{acc(rec, k)} inside the {w} super-class ({c})"
+                                    for k, c, w in fitted) + ".")
+    return parts
+
+
+def _baseline_and_paper(res: dict[str, Any]) -> list[str]:
+    """(b) against the 10-label baseline and against the paper's 93%."""
+    rec = res["recovery"]
+    b, ci = rec.get("test_acc_pred_coarse"), interval(rec, "test_acc_pred_coarse")
+    if b is None:
+        return []
+    parts = []
+    if res.get("baseline"):
+        base = res["baseline"]["test_acc"]
+        name = f"the 10-label baseline's {pct(base)}"
+        parts.append(f"Variant (b) is {compare(b, ci, base, name)} (ratio {b / base:.3f}).")
+    width = "" if res["width"] == PAPER_WIDTH else f" at width {res['width']}"
+    paper = f"{100 * PAPER_TEST_ACC:.0f}%"
+    versus = compare(b, ci, PAPER_TEST_ACC, f"the paper's {paper}")
+    parts.append(f"The paper reports {paper} for width {PAPER_WIDTH}, without saying which of "
+                 f"these variants it measures; this run's (b){width} is {versus}.")
+    if ci is None:
+        parts.append("No bootstrap interval is recorded for this run, so how much of these "
+                     "differences test-set sampling alone could produce is not measured.")
+    return parts
+
+
+def _seed_stat(seeds: dict[str, Any] | None, key: str) -> dict[str, Any] | None:
+    """The over-seeds statistics of `key` in a seeds.json, if it holds them."""
+    return ((seeds or {}).get("metrics") or {}).get(key)
+
+
+def _seeds_sentence(res: dict[str, Any], seeds: dict[str, Any] | None) -> str:
+    """How many training runs the recovery numbers rest on."""
+    stat = _seed_stat(seeds, HEADLINE)
+    if stat is None:
+        return (f"All of these numbers come from {_seeds_phrase(res)}: the spread over training "
+                f"seeds is not measured, and the protocol quotes headline numbers and differences "
+                f"only over at least 3 seeds.")
+    listed = ", ".join(str(s) for s in seeds.get("seeds", []))
+    return (f"Over {stat['n']} training seeds ({listed}), (b) is {pct(stat['mean'])} ± "
+            f"{100 * stat['sd']:.1f} points (mean ± sample sd, ddof=1).")
+
+
+def recovery(res: dict[str, Any], seeds: dict[str, Any] | None = None) -> str:
+    """Notebook 04: the fine labels recovered from the coarse model's features, with controls."""
+    rec = res["recovery"]
+    norm = (res.get("config") or {}).get("feature_norm")
+    normed = f", features {norm}-normalised" if norm and norm != "none" else ""
+    parts = [f"k-means inside each super-class of the coarse model's train features (clusters "
+             f"matched to fine labels by the Hungarian method on train{normed}) gives each train "
+             f"image the right fine label for {pct(rec['train_cluster_acc'])} of them."]
+    parts += _variants(rec, _n_fine(res))
+    if any(k.startswith("test_") and interval(rec, k) for k in rec):
+        parts.append("Intervals are 95% percentile-bootstrap intervals over test images: they "
+                     "measure test-set sampling only, not the spread over training seeds.")
+    scores = [f"NMI {rec['nmi']:.3f}", f"ARI {rec['ari']:.3f}"]
+    if rec.get("nmi_within_superclass") is not None:
+        scores.append(f"NMI within super-classes {rec['nmi_within_superclass']:.3f}")
+    parts.append("On train: " + ", ".join(scores) + ".")
+    if rec.get("linear_probe_test_acc") is not None:
+        parts.append(f"A linear probe trained on the recovered train labels scores "
+                     f"{acc(rec, 'linear_probe_test_acc')} on test.")
+    parts += _controls(res)
+    parts += _baseline_and_paper(res)
+    parts.append(_seeds_sentence(res, seeds))
+    if not converged(res):
+        parts.append("The run is before convergence, so these numbers describe recovery before "
+                     "the terminal phase, not in the converged regime the paper describes.")
+    return " ".join(parts)
+
+
+def _controls(res: dict[str, Any]) -> list[str]:
+    """The random-init and raw-pixel controls, variant (a)."""
+    ctrl = res.get("controls") or {}
+    found = [(name, ctrl[key]) for key, name in (
+        ("random_init", "the features of the randomly initialised network"),
+        ("raw_pixels", "raw pixels"))
+             if (ctrl.get(key) or {}).get("test_acc_true_coarse") is not None]
+    if not found:
+        return []
+    per = _n_fine(res) / len(res["recovery"]["per_superclass"])
+    chance = f"; chance is {100 / per:.3g}%" if per.is_integer() else ""
+    return ["With the same protocol, variant (a) reaches "
+            + " and ".join(f"{acc(c, 'test_acc_true_coarse')} on {n}"
+                           for n, c in found) + f"{chance}."]
+
+
+def superclass_names(res: dict[str, Any]) -> list[str] | None:
+    """'airplane/dog', ... per super-class for CIFAR-10 runs; None where names are not known."""
+    if res.get("dataset", "cifar10") != "cifar10":
+        return None
+    f2c = coarse_mapping(res["mapping"], "cifar10")
+    names = class_names("cifar10", len(f2c))
+    return ["/".join(names[f] for f in range(len(f2c)) if f2c[f] == s)
+            for s in range(int(f2c.max()) + 1)]
+
+
+def _range(values: list[float | None], names: list[str] | None) -> str:
+    """'from 92.1% (bird/horse) to 99.4% (deer/truck)' over the super-classes."""
+    known = [(v, i) for i, v in enumerate(values) if v is not None]
+    (lo, i), (hi, j) = min(known), max(known)
+    label = (lambda k: f" ({names[k]})") if names else (lambda k: f" (super-class {k})")
+    return f"from {pct(lo)}{label(i)} to {pct(hi)}{label(j)}"
+
+
+def umap(res: dict[str, Any]) -> str:
+    """Notebook 05: what the UMAP pictures are, and the numbers that stand behind them."""
+    points = (res.get("config") or {}).get("umap_points")
+    sample = f"a stratified sample of about {points:,}" if points else "a stratified sample of"
+    rec, names = res["recovery"], superclass_names(res)
+    parts = [f"The UMAP views embed {sample} train features of the coarse model's last "
+             f"checkpoint (epoch {res['epochs']}): all of them coloured by super-class, then "
+             f"each super-class alone coloured by fine label. They are pictures, not measurements; "
+             f"the numbers behind them are the per-super-class recoveries."]
+    if rec.get("per_superclass_train"):
+        parts.append(f"Train clustering accuracy per super-class ranges "
+                     f"{_range(rec['per_superclass_train'], names)}, and test accuracy (a) "
+                     f"{_range(rec['per_superclass'], names)}.")
+    else:
+        parts.append(f"Test accuracy (a) per super-class ranges "
+                     f"{_range(rec['per_superclass'], names)}.")
+    return " ".join(parts)
+
+
+def run_summary(res: dict[str, Any], seeds: dict[str, Any] | None = None) -> str:
+    """The four stage paragraphs of one run, wrapped for a markdown file."""
+    paragraphs = (training(res), collapse(res), recovery(res, seeds), umap(res))
+    return "\n\n".join(textwrap.fill(p, WRAP, break_long_words=False, break_on_hyphens=False)
+                       for p in paragraphs)
+
+
+def profile_summary(figures_dir: Path, profile: str) -> str:
+    """run_summary of figures/<profile>/results.json, with seeds.json beside it when present."""
+    folder = Path(figures_dir) / profile
+    seeds_file = folder / "seeds.json"
+    seeds = load_json(seeds_file) if seeds_file.is_file() else None
+    return run_summary(load_json(folder / "results.json"), seeds)
+
+
+def update_docs(path: Path, figures_dir: Path) -> bool:
+    """Rewrite every `summary:<profile>` marked section of a markdown file; True if it changed."""
+    path = Path(path)
+    text = path.read_text()
+    if not MARKERS.search(text):
+        raise ValueError(f"{path} has no <!-- summary:<profile>:start/end --> markers")
+
+    def block(match: re.Match) -> str:
+        """The marked section of one profile, regenerated."""
+        profile = match.group(1)
+        return (f"<!-- summary:{profile}:start -->\n{profile_summary(figures_dir, profile)}\n"
+                f"<!-- summary:{profile}:end -->")
+
+    new = MARKERS.sub(block, text)
+    if new != text:
+        atomic_write(path, lambda p: p.write_text(new))
+    return new != text
+

@@ -1,0 +1,193 @@
+"""The 'What we see' generator on the committed runs, on older results and on fabricated runs."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nbutils import narrative
+
+REPO = Path(__file__).resolve().parents[1]
+FORBIDDEN = ("end to end", "0.98 of", "gap", "reproduces")
+
+
+def committed(profile: str) -> dict[str, Any]:
+    """figures/<profile>/results.json."""
+    return json.loads((REPO / "figures" / profile / "results.json").read_text())
+
+
+def history(accs: list[float], epochs: list[int]) -> list[dict[str, Any]]:
+    """History entries with the given clean coarse train accuracies and simple NC values."""
+    return [{"epoch": e, "coarse_train_acc": a,
+             "nc": {"coarse": {"nc1": 10.0 / (1 + e)}, "fine": {"nc1": 20.0 / (1 + e)},
+                    "fine_structure": {"fine_variance_fraction_mean": 0.1 + e / 1000,
+                                       "nc1_within_superclass_mean": 1.0 / (1 + e)}}}
+            for e, a in zip(epochs, accs, strict=True)]
+
+
+def fabricated(reached: bool) -> dict[str, Any]:
+    """A minimal run of 100 epochs that did or did not hold >= 99.5% over the last 30%."""
+    accs = [0.2, 0.9, 0.996, 0.999, 1.0] if reached else [0.2, 0.9, 0.98, 0.99, 0.997]
+    return {
+        "profile": "paper", "mapping": "mod5", "width": 64, "epochs": 100, "seed": 0,
+        "device": "a GPU", "coarse": {"train_acc": accs[-1], "test_acc": 0.95},
+        "baseline": {"train_acc": 1.0, "test_acc": 0.95},
+        "recovery": {"train_cluster_acc": 0.97, "test_acc_true_coarse": 0.96,
+                     "test_acc_pred_coarse": 0.925, "nmi": 0.96, "ari": 0.95,
+                     "linear_probe_test_acc": 0.92,
+                     "per_superclass": [0.9, 0.99, 0.95, 0.96, 0.97]},
+        "controls": {"random_init": {"test_acc_true_coarse": 0.6},
+                     "raw_pixels": {"test_acc_true_coarse": 0.64}},
+        "nc": {"coarse": {"nc1": 0.05, "nc4": 0.001}, "fine": {"nc1": 0.2}},
+        "history": history(accs, [0, 25, 60, 80, 100]),
+    }
+
+
+@pytest.mark.parametrize("profile", ["cpu", "paper"])
+def test_committed_runs(profile: str) -> None:
+    res = committed(profile)
+    text = narrative.run_summary(res)
+    rec = res["recovery"]
+    for value in (rec["train_cluster_acc"], rec["test_acc_true_coarse"],
+                  rec["test_acc_pred_coarse"], res["baseline"]["test_acc"]):
+        assert narrative.pct(value) in text
+    assert f"width {res['width']}" in text and f"{res['epochs']} epochs" in text
+    assert "one training run, seed 0" in text
+    # Neither committed run holds >= 99.5% clean train accuracy over the last 30% of training.
+    assert "before convergence" in text and "in the terminal phase (" not in text
+    assert not any(word in text.lower() for word in FORBIDDEN)
+    assert text == narrative.profile_summary(REPO / "figures", profile)
+
+
+def flat(text: str) -> str:
+    """The text with its line wrapping undone."""
+    return " ".join(text.split())
+
+
+def test_committed_numbers_read_as_in_the_table() -> None:
+    cpu = flat(narrative.run_summary(committed("cpu")))
+    paper = flat(narrative.run_summary(committed("paper")))
+    assert "ends at 95.2% at epoch 30, below the 99.5%" in cpu
+    assert "88.8% within the super-class the network predicts (b)" in cpu
+    assert "only from epoch 66 on (98.6% at epoch 50; 100.0% at epoch 66)" in paper
+    assert "is 1.4 points below the paper's 93%" in paper
+    assert "from 93.2% (bird/horse) to 99.8% (deer/truck)" in paper
+
+
+def test_terminal_phase_reached() -> None:
+    res = fabricated(reached=True)
+    text = narrative.training(res)
+    assert "at or above 99.5% at every checkpoint from epoch 60 on (40% of training" in text
+    assert "so the run is in the terminal phase" in text
+    assert "before convergence" not in narrative.run_summary(res)
+    assert "in the terminal phase." in narrative.collapse(res)
+
+
+def test_terminal_phase_not_reached() -> None:
+    res = fabricated(reached=False)
+    text = narrative.training(res)
+    assert "only from epoch 100 on (99.0% at epoch 80; 99.7% at epoch 100)" in text
+    assert "covers 0% of training by checkpoints, less than the 30%" in text
+    assert "before convergence" in text
+    assert "before convergence" in narrative.collapse(res)
+    assert "The run is before convergence" in narrative.recovery(res)
+
+
+def test_no_history_counts_as_before_convergence() -> None:
+    res = fabricated(reached=True)
+    del res["history"]
+    text = narrative.run_summary(res)
+    assert "records no per-checkpoint history" in text and "before convergence" in text
+
+
+def test_missing_keys_are_left_out() -> None:
+    res = copy.deepcopy(committed("cpu"))
+    for key in ("config", "train_size", "amp"):
+        res.pop(key)
+    res["baseline"], res["controls"] = None, {}
+    res["recovery"].pop("linear_probe_test_acc")
+    res["recovery"].pop("per_superclass_train")
+    text = narrative.run_summary(res)
+    for absent in ("(c)", "(d)", "95% CI", "baseline", "NMI within", "linear probe", "schedule",
+                   "randomly initialised", "Train clustering accuracy per super-class"):
+        assert absent not in text, absent
+    assert "Test accuracy (a) per super-class ranges" in text
+
+
+def test_intervals_quoted_and_no_gap_inside_them() -> None:
+    res = fabricated(reached=True)
+    res["recovery"]["ci95"] = {"test_acc_pred_coarse": [0.918, 0.932],
+                               "test_acc_true_coarse": [0.956, 0.964]}
+    text = flat(narrative.recovery(res))
+    assert "92.5% (95% CI 91.8–93.2%) within the super-class the network predicts" in text
+    assert "96.0% (95% CI 95.6–96.4%) within each image's true super-class" in text
+    assert ("0.5 points below the paper's 93%, which lies inside its 95% interval: the two do not "
+            "differ beyond test-set sampling") in text
+    assert "2.5 points below the 10-label baseline's 95.0%, outside its 95% interval" in text
+    assert "percentile-bootstrap intervals over test images" in text
+    assert "No bootstrap interval" not in text and "gap" not in text
+
+
+def test_no_interval_says_so() -> None:
+    text = narrative.recovery(fabricated(reached=True))
+    assert "No bootstrap interval is recorded for this run" in flat(text)
+
+
+def test_test_fitted_variants_and_within_nmi() -> None:
+    res = fabricated(reached=True)
+    res["recovery"].update(test_cluster_acc_true_coarse=0.97, test_cluster_acc_pred_coarse=0.93,
+                           nmi_within_superclass=0.81,
+                           ci95={"test_cluster_acc_pred_coarse": [0.925, 0.935]})
+    text = flat(narrative.recovery(res))
+    assert ("k-means fitted on the test features of each super-class gives 97.0% inside the true "
+            "super-class (c) and 93.0% (95% CI 92.5–93.5%) inside the predicted super-class (d)"
+            ) in text
+    assert "NMI within super-classes 0.810" in text
+
+
+def test_seeds_are_quoted_with_their_count() -> None:
+    res = fabricated(reached=True)
+    seeds = {"seeds": [0, 1, 2], "metrics": {
+        "recovery.test_acc_pred_coarse": {"mean": 0.921, "sd": 0.004, "n": 3}}}
+    text = flat(narrative.recovery(res, seeds))
+    assert "Over 3 training seeds (0, 1, 2), (b) is 92.1% ± 0.4 points (mean ± sample sd" in text
+    assert "one training run" not in text
+    assert "quotes headline numbers and differences only over at least 3 seeds" in \
+        flat(narrative.recovery(res))
+
+
+def test_superclass_names() -> None:
+    res = {"mapping": "mod5", "dataset": "cifar10"}
+    assert narrative.superclass_names(res) == [
+        "airplane/dog", "automobile/frog", "bird/horse", "cat/ship", "deer/truck"]
+    assert narrative.superclass_names({"mapping": "cifar100", "dataset": "cifar100"}) is None
+
+
+def test_update_docs(tmp_path: Path) -> None:
+    figures = tmp_path / "figures"
+    (figures / "x").mkdir(parents=True)
+    res = fabricated(reached=True)
+    (figures / "x" / "results.json").write_text(json.dumps(res))
+    doc = tmp_path / "doc.md"
+    doc.write_text("intro\n\n<!-- summary:x:start -->\nold\n<!-- summary:x:end -->\n\nend\n")
+    assert narrative.update_docs(doc, figures) is True
+    expected = narrative.run_summary(res)
+    assert doc.read_text() == (f"intro\n\n<!-- summary:x:start -->\n{expected}\n"
+                               f"<!-- summary:x:end -->\n\nend\n")
+    assert narrative.update_docs(doc, figures) is False
+    seeds = {"seeds": [0, 1, 2], "metrics": {
+        "recovery.test_acc_pred_coarse": {"mean": 0.921, "sd": 0.004, "n": 3}}}
+    (figures / "x" / "seeds.json").write_text(json.dumps(seeds))
+    assert narrative.update_docs(doc, figures) is True
+    assert "Over 3 training seeds" in doc.read_text()
+
+
+def test_update_docs_needs_markers(tmp_path: Path) -> None:
+    doc = tmp_path / "doc.md"
+    doc.write_text("no markers\n")
+    with pytest.raises(ValueError, match="has no <!-- summary:<profile>:start/end --> markers"):
+        narrative.update_docs(doc, tmp_path)
