@@ -42,15 +42,9 @@ from nbutils.data import (
     stats_tensors,
     to_tensor,
 )
-from nbutils.train import (
-    Dist,
-    amp_dtype,
-    autocast,
-    build_model,
-    make_optimizer,
-    select_device,
-    train_epoch,
-)
+from nbutils.device import amp_dtype, autocast, select_device
+from nbutils.distributed import Dist
+from nbutils.train import build_model, make_optimizer, train_epoch
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
 

@@ -7,7 +7,14 @@ import json
 import sys
 from typing import Any
 
-from nbutils.config import PARAMETERS, PROFILES
+import torch.distributed as dist
+
+from nbutils import results, stages
+from nbutils.config import PARAMETERS, PROFILES, resolve
+from nbutils.distributed import preflight
+from nbutils.paths import FIGURES_DIR, REPO
+from nbutils.runs import check_run_dir, create_run, load_run
+from nbutils.train import load_run_data
 
 
 def parse_set(items: list[str]) -> dict[str, Any]:
@@ -75,11 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def requested_models(text: str | None, train_baseline: bool) -> list[str]:
+def requested_models(text: str | None, default: tuple[str, ...]) -> tuple[str, ...]:
     """The models `--models` names, by default those the config trains."""
     if text is None:
-        return ["coarse", "baseline"] if train_baseline else ["coarse"]
-    models = [m for m in text.split(",") if m]
+        return default
+    models = tuple(m for m in text.split(",") if m)
     bad = sorted(set(models) - {"coarse", "baseline"})
     if bad or not models:
         raise ValueError(f"--models: unknown {bad or text!r}; allowed: coarse, baseline")
@@ -88,14 +95,8 @@ def requested_models(text: str | None, train_baseline: bool) -> list[str]:
 
 def cmd_train(args: argparse.Namespace) -> None:
     """Train the requested models of a run (one process, or every rank under torchrun)."""
-    import torch.distributed as dist
-
-    from nbutils.config import resolve
-    from nbutils.runs import check_run_dir, create_run
-    from nbutils.train import load_run_data, preflight, train_model
-
     cfg = resolve(args.profile, run_dir=args.run_dir, **common_overrides(args))
-    models = requested_models(args.models, cfg.train_baseline)
+    models = requested_models(args.models, cfg.models)
     _, ddp = preflight(cfg)
     data = load_run_data(cfg)
     # Every rank checks, so that a refused run directory stops them all, not rank 0 alone.
@@ -105,28 +106,18 @@ def cmd_train(args: argparse.Namespace) -> None:
     if ddp.world > 1:
         # The other ranks must not look for last.pt while --force is still deleting it.
         dist.barrier()
-    for model in models:
-        log = train_model(cfg, model, data, resume=args.resume, progress=args.progress and ddp.main)
+    logs = stages.train(cfg, data, models, resume=args.resume,
+                        progress=args.progress and ddp.main)
+    for model, log in logs.items():
         if ddp.main and log:
             print(f"{model}: epoch {log[-1]['epoch']} train_acc {log[-1]['train_acc']:.4f} "
                   f"test_acc {log[-1]['test_acc']:.4f}")
 
 
 def cmd_analyze(args: argparse.Namespace) -> None:
-    """Stages 02-04 without Jupyter: features, NC metrics, recovery, controls, results."""
-    from nbutils import analysis, features, results
-    from nbutils.runs import load_run
-    from nbutils.train import load_run_data
-
-    overrides = common_overrides(args)
-    cfg = load_run(args.run_dir, args.profile, **overrides)
-    features.extract_run(cfg, progress=args.progress)
-    for model in analysis.trained_models(cfg):
-        analysis.collapse_history(cfg, model, progress=args.progress)
-    analysis.recovery_history(cfg, progress=args.progress)
-    analysis.controls(cfg, load_run_data(cfg))
-    res = results.write_results(cfg)
-    analysis.export_compact(cfg)
+    """Every stage after training, without Jupyter: features, NC metrics, recovery, results."""
+    cfg = load_run(args.run_dir, args.profile, **common_overrides(args))
+    res = stages.analyze(cfg, progress=args.progress)
     print(results.markdown_table(res))
 
 
@@ -135,14 +126,12 @@ def cmd_render(args: argparse.Namespace) -> None:
     from pathlib import Path
 
     from nbutils.render import render_run
-    from nbutils.reproduce import publish
-    from nbutils.runs import load_run
 
     cfg = load_run(args.run_dir)
     for path in render_run(cfg, umap=args.umap):
         print(path)
     if args.publish_dir:
-        print(f"published to {publish(cfg, Path(args.publish_dir))}")
+        print(f"published to {stages.publish(cfg, Path(args.publish_dir))}")
 
 
 def cmd_feature_norms(args: argparse.Namespace) -> None:
@@ -178,10 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "render":
             cmd_render(args)
         elif args.command == "readme":
-            from nbutils.reproduce import REPO
-            from nbutils.results import update_readme
-
-            changed = update_readme(REPO / "README.md", REPO / "figures")
+            changed = results.update_readme(REPO / "README.md", FIGURES_DIR)
             print("README.md results table " + ("updated" if changed else "already up to date"))
         else:
             cmd_analyze(args)

@@ -16,16 +16,12 @@ from nbutils.config import RunConfig
 from nbutils.data import class_names, mapping_table, stratified_subset
 from nbutils.features import load_features
 from nbutils.recovery import FEATURE_NORMS, Recovery, raw_pixel_features, recover_fine_labels
-from nbutils.runs import load_json, model_dir, record_time, save_json, save_npz
+from nbutils.runs import compact_path, load_json, model_dir, record_time, save_json, save_npz
 from nbutils.train import RunData
 from nbutils.viz import umap_embedding
 
-TRAINED_ON = {"coarse": "coarse", "baseline": "fine"}
-
-
-def trained_models(cfg: RunConfig) -> tuple[str, ...]:
-    """The models a run trains."""
-    return ("coarse", "baseline") if cfg.train_baseline else ("coarse",)
+# The labels each model is trained on, against which its collapse is measured.
+LABELS_OF_MODEL = {"coarse": "coarse", "baseline": "fine"}
 
 
 def clean_accuracy(feats: dict[str, np.ndarray], model: str, split: str) -> float:
@@ -39,7 +35,7 @@ def collapse_at(cfg: RunConfig, model: str, epoch: int) -> dict[str, Any]:
     """SPEC 5 metrics of one checkpoint's train features, plus its clean accuracies."""
     f = load_features(cfg, model, epoch)
     report = collapse_report(
-        f["train_features"], f["train_fine"], f["fine_to_coarse"], TRAINED_ON[model],
+        f["train_features"], f["train_fine"], f["fine_to_coarse"], LABELS_OF_MODEL[model],
         head_weight=f["head_weight"], head_bias=f["head_bias"],
     )
     return {"epoch": epoch, "train_acc": clean_accuracy(f, model, "train"),
@@ -138,11 +134,6 @@ def umap_views_of(
     }
     record_time(cfg, "umap", time.perf_counter() - t0)
     return views
-
-
-def compact_path(cfg: RunConfig) -> Path:
-    """The run's small summary of its last checkpoint (what figures need without features)."""
-    return Path(cfg.run_dir) / "compact.npz"
 
 
 def export_compact(cfg: RunConfig) -> Path:

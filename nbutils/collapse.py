@@ -22,9 +22,9 @@ import numpy as np
 import torch
 
 Array = np.ndarray | torch.Tensor
-TRAINED_ON = ("coarse", "fine")
-METRIC_KEYS = ("nc1", "nc1_unnormalised", "nc2_equinorm", "nc2_equiangular", "nc2_etf_distance")
-HEAD_METRIC_KEYS = ("nc2_equinorm_head", "nc3")
+LABEL_LEVELS = ("coarse", "fine")
+NC_METRIC_KEYS = ("nc1", "nc1_unnormalised", "nc2_equinorm", "nc2_equiangular", "nc2_etf_distance")
+NC_HEAD_METRIC_KEYS = ("nc2_equinorm_head", "nc3")
 
 
 def _as_float64(x: Array, device: torch.device | str) -> torch.Tensor:
@@ -392,8 +392,8 @@ def collapse_report(
     one more batched pass computes NC4. The head, and with it ``nc3``, ``nc2_equinorm_head``
     and ``nc4``, belongs to the label set named by trained_on ("coarse" or "fine").
     """
-    if trained_on not in TRAINED_ON:
-        raise ValueError(f"trained_on must be one of {TRAINED_ON}, got {trained_on!r}")
+    if trained_on not in LABEL_LEVELS:
+        raise ValueError(f"trained_on must be one of {LABEL_LEVELS}, got {trained_on!r}")
     groups = _as_mapping(fine_to_coarse, len(fine_to_coarse))
     names = ("features", "fine_labels", "the length of fine_to_coarse")
     _check_features_labels(features, fine_labels, len(groups), names)

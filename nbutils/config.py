@@ -1,16 +1,17 @@
-"""Profiles (SPEC 7) and the validated configuration of one run."""
+"""Profiles (docs/protocol.md, section 7) and the validated configuration of one run."""
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nbutils.data import DATASETS
-from nbutils.recovery import FEATURE_NORMS
+from nbutils import checks
+from nbutils.checks import FEATURE_NORMS
+from nbutils.data import DATASETS, coarse_mapping
+from nbutils.paths import resolve_run_dir
 
 SCHEDULES = ("onecycle", "cosine", "step")
 AMP_MODES = ("auto", "bf16", "off")
@@ -61,9 +62,16 @@ class RunConfig:
                 setattr(self, name, os.fspath(getattr(self, name)))
         if self.run_dir in (None, ""):
             self.run_dir = str(Path("runs") / str(self.profile))
+        if isinstance(self.run_dir, str):
+            self.run_dir = str(resolve_run_dir(self.run_dir))
         if self.checkpoint_epochs is None:
             self.checkpoint_epochs = default_checkpoints(self.epochs)
         validate(self)
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        """The models this run trains: the coarse one, and the 10-label baseline if asked."""
+        return ("coarse", "baseline") if self.train_baseline else ("coarse",)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON view of the configuration."""
@@ -99,8 +107,7 @@ TRAINING_KEYS = (
 
 def default_checkpoints(epochs: int) -> list[int]:
     """Epoch 0 (random init), 1, and about eight epochs spread over training."""
-    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs <= 0:
-        raise ValueError(f"epochs: must be a positive integer, got {epochs!r}")
+    checks.positive_int("epochs", epochs)
     marks = {0, 1, epochs} | {round(epochs * f) for f in (0.1, 0.2, 0.35, 0.5, 0.65, 0.8)}
     return sorted(m for m in marks if 0 <= m <= epochs)
 
@@ -123,69 +130,31 @@ def resolve(profile: str = "ci", **params: Any) -> RunConfig:
     return RunConfig(profile=profile, **merged)
 
 
-def _positive_int(name: str, value: Any) -> None:
-    """Raise unless `value` is a positive int (bools excluded)."""
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ValueError(f"{name}: must be a positive integer, got {value!r}")
-
-
-def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
-    """Raise unless `value` is one of `allowed`."""
-    if value not in allowed:
-        raise ValueError(f"{name}: unknown value {value!r}; allowed: {', '.join(allowed)}")
-
-
-def _positive_float(name: str, value: Any, allow_zero: bool = False) -> None:
-    """Raise unless `value` is a finite (non-negative when allowed) real number."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < 0 or (value == 0 and not allow_zero):
-        kind = "a non-negative" if allow_zero else "a positive"
-        raise ValueError(f"{name}: must be {kind} finite number, got {value!r}")
-
-
-def check_flag(name: str, value: Any) -> None:
-    """Raise unless `value` is True or False (a string such as 'no' would read as True)."""
-    if not isinstance(value, bool):
-        raise ValueError(f"{name}: must be True or False, got {value!r}")
-
-
-def _optional_path(name: str, value: Any) -> None:
-    """Raise unless `value` is None or a path string."""
-    if value is not None and not isinstance(value, str):
-        raise ValueError(f"{name}: must be a path (a string) or None, got {value!r}")
-
-
 def validate(cfg: RunConfig) -> None:
     """Check every parameter's type and range; the message names the parameter."""
-    from nbutils.data import coarse_mapping
-
-    _choice("profile", cfg.profile, tuple(PROFILES))
-    _optional_path("run_dir", cfg.run_dir)
-    _optional_path("data_root", cfg.data_root)
-    for name in ("width", "epochs", "batch_size", "eval_batch_size", "n_init", "umap_points",
-                 "umap_neighbors"):
-        _positive_int(name, getattr(cfg, name))
-    if cfg.umap_neighbors < 2:
-        raise ValueError(f"umap_neighbors: must be at least 2, got {cfg.umap_neighbors!r}")
-    seed = cfg.seed
-    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
-        raise ValueError(f"seed: must be an integer in 0..{MAX_SEED}, got {seed!r}")
+    checks.choice("profile", cfg.profile, tuple(PROFILES))
+    checks.optional_path("run_dir", cfg.run_dir)
+    checks.optional_path("data_root", cfg.data_root)
+    for name in ("width", "epochs", "batch_size", "eval_batch_size", "n_init", "umap_points"):
+        checks.positive_int(name, getattr(cfg, name))
+    checks.integer("umap_neighbors", cfg.umap_neighbors, least=2)
+    checks.integer("seed", cfg.seed, least=0, most=MAX_SEED)
     for name in ("train_per_class", "test_per_class", "val_per_class"):
         if getattr(cfg, name) is not None:
-            _positive_int(name, getattr(cfg, name))
-    _positive_float("lr", cfg.lr)
-    _positive_float("weight_decay", cfg.weight_decay, allow_zero=True)
-    _positive_float("momentum", cfg.momentum, allow_zero=True)
+            checks.positive_int(name, getattr(cfg, name))
+    checks.number("lr", cfg.lr, positive=True)
+    checks.number("weight_decay", cfg.weight_decay)
+    checks.number("momentum", cfg.momentum)
     if cfg.momentum >= 1:
         raise ValueError(f"momentum: must be in [0, 1), got {cfg.momentum!r}")
-    _choice("dataset", cfg.dataset, DATASETS)
-    _choice("schedule", cfg.schedule, SCHEDULES)
-    _choice("amp", cfg.amp, AMP_MODES)
-    _choice("device", cfg.device, DEVICES)
-    _choice("feature_norm", cfg.feature_norm, FEATURE_NORMS)
-    _choice("compile_mode", cfg.compile_mode, COMPILE_MODES)
+    checks.choice("dataset", cfg.dataset, DATASETS)
+    checks.choice("schedule", cfg.schedule, SCHEDULES)
+    checks.choice("amp", cfg.amp, AMP_MODES)
+    checks.choice("device", cfg.device, DEVICES)
+    checks.choice("feature_norm", cfg.feature_norm, FEATURE_NORMS)
+    checks.choice("compile_mode", cfg.compile_mode, COMPILE_MODES)
     for name in ("compile", "train_baseline"):
-        check_flag(name, getattr(cfg, name))
+        checks.flag(name, getattr(cfg, name))
     ckpts = cfg.checkpoint_epochs
     if (not isinstance(ckpts, (list, tuple)) or not ckpts
             or any(not isinstance(e, int) or isinstance(e, bool) for e in ckpts)

@@ -13,14 +13,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from nbutils import checks
 from nbutils.collapse import collapse_report
-from nbutils.config import RunConfig, check_flag, resolve
+from nbutils.config import RunConfig, resolve
 from nbutils.data import CIFAR10_CLASSES, Split, coarse_mapping, mapping_table
+from nbutils.device import select_device
 from nbutils.features import extract_checkpoint, load_features
 from nbutils.recovery import recover_fine_labels
 from nbutils.runs import create_run, features_path, load_json, save_json
 from nbutils.sweeps import comparable
-from nbutils.train import RunData, load_run_data, select_device, train_model
+from nbutils.train import RunData, load_run_data, train_model
 
 # Dotted paths into results.json / history entries, with the labels figures use.
 RECOVERY_KEYS = {
@@ -299,7 +301,7 @@ def split_configs(profile: str, root: str | Path, seeds: list[int],
 def run_split(cfg: RunConfig, models: tuple[str, ...] = ("baseline", "coarse"),
               progress: bool = True) -> dict[str, Any]:
     """Train the split run's models (resuming), extract features, measure the halves."""
-    check_flag("progress", progress)
+    checks.flag("progress", progress)
     unknown = sorted(set(models) - set(SPLIT_MODELS))
     if unknown or not models:
         raise ValueError(f"models: unknown or empty {unknown or models}; allowed: "

@@ -9,8 +9,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from nbutils.config import RunConfig, check_flag
+from nbutils import checks
+from nbutils.config import RunConfig
 from nbutils.data import normalize, stats_tensors, to_tensor
+from nbutils.device import select_device
 from nbutils.runs import (
     ArtifactError,
     checkpoint_path,
@@ -20,7 +22,7 @@ from nbutils.runs import (
     record_time,
     save_npz,
 )
-from nbutils.train import RunData, load_model, load_run_data, select_device
+from nbutils.train import RunData, load_model, load_run_data
 
 
 @torch.no_grad()
@@ -73,8 +75,8 @@ def extract_run(
 
     Each file is written atomically, so a run killed here resumes with the first missing one.
     """
-    check_flag("overwrite", overwrite)
-    models = models or (("coarse", "baseline") if cfg.train_baseline else ("coarse",))
+    checks.flag("overwrite", overwrite)
+    models = models or cfg.models
     device = select_device(cfg.device)
     for m in models:
         clear_temporaries(features_path(cfg, m, 0).parent)

@@ -14,11 +14,11 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from nbutils import viz
-from nbutils.analysis import compact_path, trained_models, umap_views_of
+from nbutils.analysis import umap_views_of
 from nbutils.config import RunConfig
 from nbutils.data import class_names
 from nbutils.results import table_rows, table_title
-from nbutils.runs import figure_path, load_json, load_npz, model_dir
+from nbutils.runs import compact_path, figure_path, load_json, load_npz, model_dir
 
 MODEL_LABELS = {"coarse": "coarse (super-class labels)", "baseline": "baseline (fine labels)"}
 
@@ -79,7 +79,7 @@ def umap_figures(cfg: RunConfig, views: dict[str, Any]) -> tuple[Figure, Figure]
 
 def render_run(cfg: RunConfig, umap: bool = True) -> list[Path]:
     """Draw every figure of a finished run from its JSON artifacts and compact.npz."""
-    models = trained_models(cfg)
+    models = cfg.models
     res = load_json(Path(cfg.run_dir) / "results.json")
     compact = load_npz(compact_path(cfg))
     figures = {

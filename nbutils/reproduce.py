@@ -1,28 +1,35 @@
-"""Run notebooks 01-05 through papermill into a run directory and publish the results."""
+"""The batch runner: notebooks 01-05 through papermill into a run directory, then publishing.
+
+This is the only module that executes notebooks; everything the notebooks compute is a
+function of `nbutils.stages`, which the sweeps and the command line call directly.
+"""
 
 from __future__ import annotations
 
 import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from nbutils.config import RunConfig, check_flag, resolve
-from nbutils.results import update_readme
-from nbutils.runs import atomic_write, create_run, load_json, save_json
+import nbformat
+import papermill as pm
+from nbclient.exceptions import CellTimeoutError, DeadKernelError
+
+from nbutils import checks
+from nbutils.config import TRAINING_KEYS, RunConfig, resolve
+from nbutils.distributed import preflight
+from nbutils.paths import NOTEBOOK_DIR, REPO
+from nbutils.runs import atomic_write, create_run, load_json, load_run, save_json
+from nbutils.stages import publish, publish_figures
+from nbutils.train import load_run_data
 
 NOTEBOOKS = ("01_train", "02_features", "03_collapse", "04_recovery", "05_umap")
-REPO = Path(__file__).resolve().parent.parent
-NOTEBOOK_DIR = REPO / "notebooks"
 PUBLISHED_PROFILES = ("cpu", "paper")
-# What the published figures are drawn from (`python -m nbutils render --run-dir <dest>/logs`
-# redraws them); checkpoints and features are never copied.
-PUBLISHED_LOGS = (
-    "config.json", "timings.json", "controls.json", "results.json", "results.md", "compact.npz",
-    "coarse/log.json", "coarse/collapse.json", "coarse/recovery.json", "coarse/train_meta.json",
-    "baseline/log.json", "baseline/collapse.json", "baseline/train_meta.json",
-)
+# Executed copies are read on the web: widget state (tqdm bars) is dead weight there.
+WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+MAX_PUBLISHED_BYTES = 2 * 2**20
 
 
 class NotebookFailed(RuntimeError):
@@ -41,9 +48,6 @@ def notebook_parameters(
 
 def run_notebook(src: Path, dst: Path, params: dict[str, Any]) -> float:
     """Execute one notebook with papermill; returns seconds, raises NotebookFailed on error."""
-    import papermill as pm
-    from nbclient.exceptions import CellTimeoutError, DeadKernelError
-
     t0 = time.perf_counter()
     try:
         pm.execute_notebook(str(src), str(dst), parameters=params, cwd=str(REPO),
@@ -61,27 +65,52 @@ def run_notebook(src: Path, dst: Path, params: dict[str, Any]) -> float:
     return time.perf_counter() - t0
 
 
-def copy_atomic(src: Path, dst: Path) -> Path:
-    """Copy a file so that a reader of `dst` never sees half of it."""
-    return atomic_write(dst, lambda tmp: shutil.copyfile(src, tmp))
+def run_notebooks(cfg: RunConfig, overrides: dict[str, Any], resume: bool = True,
+                  notebooks: tuple[str, ...] = NOTEBOOKS) -> dict[str, float]:
+    """Execute `notebooks` in order into `run_dir/notebooks`; seconds per notebook."""
+    out = Path(cfg.run_dir) / "notebooks"
+    out.mkdir(parents=True, exist_ok=True)
+    seconds = {}
+    for name in notebooks:
+        print(f"[nbutils] {name} ...", file=sys.stderr, flush=True)
+        seconds[name] = run_notebook(NOTEBOOK_DIR / f"{name}.ipynb", out / f"{name}.ipynb",
+                                     notebook_parameters(cfg, name, overrides, resume))
+        print(f"[nbutils] {name} done in {seconds[name]:.0f} s", file=sys.stderr, flush=True)
+    save_json(Path(cfg.run_dir) / "notebook_seconds.json", seconds)
+    return seconds
 
 
-def publish(cfg: RunConfig, dest: Path) -> Path:
-    """Copy figures, results and the small logs of a run to `dest` (e.g. figures/cpu).
+def clean_notebook(src: Path, dst: Path) -> Path:
+    """Copy an executed notebook for reading on the web: no widget state, no papermill noise."""
+    nb = nbformat.read(src, as_version=4)
+    nb.metadata.pop("widgets", None)
+    nb.metadata.get("papermill", {}).pop("input_path", None)
+    nb.metadata.get("papermill", {}).pop("output_path", None)
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        outputs = []
+        for out in cell.outputs:
+            data = out.get("data", {})
+            data.pop(WIDGET_MIME, None)
+            # A tqdm bar without its widget is just its text repr: drop it.
+            if out.get("output_type") in ("display_data", "execute_result") and (
+                    set(data) <= {"text/plain"} and "it/s" in "".join(data.get("text/plain", ""))):
+                continue
+            outputs.append(out)
+        cell.outputs = outputs
+    atomic_write(dst, lambda p: nbformat.write(nb, p))
+    size = dst.stat().st_size
+    if size > MAX_PUBLISHED_BYTES:
+        raise ValueError(f"{dst}: {size / 2**20:.1f} MiB, over the 2 MiB a published notebook "
+                         "may take; lower the figures' inline dpi or the UMAP sample")
+    return dst
 
-    Publishing into the repository's figures/ also rebuilds the README's results table.
-    """
-    run = Path(cfg.run_dir)
-    dest.mkdir(parents=True, exist_ok=True)
-    for png in sorted((run / "figures").glob("*.png")):
-        copy_atomic(png, dest / png.name)
-    copy_atomic(run / "results.json", dest / "results.json")
-    for rel in PUBLISHED_LOGS:
-        if (run / rel).is_file():
-            copy_atomic(run / rel, dest / "logs" / rel)
-    if dest.resolve().parent == (REPO / "figures").resolve():
-        update_readme(REPO / "README.md", REPO / "figures")
-    return dest
+
+def publish_notebooks(cfg: RunConfig, dest: Path) -> list[Path]:
+    """Clean copies of the run's executed notebooks in `dest/notebooks`."""
+    return [clean_notebook(src, dest / "notebooks" / src.name)
+            for src in sorted((Path(cfg.run_dir) / "notebooks").glob("*.ipynb"))]
 
 
 def reproduce(
@@ -89,26 +118,37 @@ def reproduce(
     publish_dir: str | None = None, resume: bool = True, **overrides: Any,
 ) -> dict[str, Any]:
     """Notebooks 01-05 into the run directory, then results.json/md (and figures/<profile>)."""
-    from nbutils.train import load_run_data, preflight
-
-    check_flag("resume", resume)
+    checks.flag("resume", resume)
     cfg = resolve(profile, run_dir=run_dir, **overrides)
     # Device, ranks and data are checked here, not minutes later inside a notebook.
     preflight(cfg)
     load_run_data(cfg)
     create_run(cfg, force=force)
-    out = Path(cfg.run_dir) / "notebooks"
-    out.mkdir(parents=True, exist_ok=True)
-    given = {k: v for k, v in overrides.items() if v is not None}
-    seconds = {}
-    for name in NOTEBOOKS:
-        print(f"[nbutils] {name} ...", file=sys.stderr, flush=True)
-        seconds[name] = run_notebook(NOTEBOOK_DIR / f"{name}.ipynb", out / f"{name}.ipynb",
-                                     notebook_parameters(cfg, name, given, resume))
-        print(f"[nbutils] {name} done in {seconds[name]:.0f} s", file=sys.stderr, flush=True)
-    save_json(Path(cfg.run_dir) / "notebook_seconds.json", seconds)
+    run_notebooks(cfg, {k: v for k, v in overrides.items() if v is not None}, resume)
     results = load_json(Path(cfg.run_dir) / "results.json")
     if publish_dir or profile in PUBLISHED_PROFILES:
-        publish(cfg, Path(publish_dir) if publish_dir else REPO / "figures" / profile)
+        dest = Path(publish_dir) if publish_dir else REPO / "figures" / profile
+        publish(cfg, dest)
+        publish_notebooks(cfg, dest)
     print((Path(cfg.run_dir) / "results.md").read_text())
     return results
+
+
+def execute_published(logs: str | Path, dest: str | Path | None = None) -> list[Path]:
+    """Execute notebooks 01-05 against a published run's logs; clean copies in dest/notebooks.
+
+    The logs (e.g. `figures/paper/logs`, a run trained elsewhere) are copied to a scratch
+    directory first, so that executing the notebooks never writes into the published folder.
+    """
+    logs = Path(logs)
+    dest = Path(dest) if dest is not None else logs.parent
+    stored = load_run(logs)
+    with tempfile.TemporaryDirectory(prefix="nbutils-published-") as tmp:
+        run_dir = Path(tmp) / logs.parent.name
+        shutil.copytree(logs, run_dir)
+        cfg = load_run(run_dir)
+        # 01 re-opens the run with exactly the values it was trained with.
+        training = {k: getattr(stored, k) for k in TRAINING_KEYS}
+        run_notebooks(cfg, training)
+        publish_figures(cfg, dest)
+        return publish_notebooks(cfg, dest)

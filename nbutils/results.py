@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from nbutils.analysis import load_history, trained_models
+from nbutils.analysis import load_history
 from nbutils.config import RunConfig
 from nbutils.runs import (
     atomic_write,
@@ -39,7 +39,7 @@ def build_results(cfg: RunConfig) -> dict[str, Any]:
     ctrl = load_json(Path(cfg.run_dir) / "controls.json")
     meta = load_json(model_dir(cfg, "coarse") / "train_meta.json")
     timings = load_timings(cfg)
-    has_baseline = "baseline" in trained_models(cfg)
+    has_baseline = "baseline" in cfg.models
     baseline = _final(cfg, "baseline") if has_baseline else None
     recovery = history[-1]["recovery"]
     nc = coarse["nc"]

@@ -1,4 +1,4 @@
-"""Papermill sweeps: notebooks 01-04 once per parameter set, each into its own run directory.
+"""Sweeps: the pipeline's stages once per parameter set, each point in its own run directory.
 
 A run directory is named after mapping, learning rate, weight decay and seed (plus any other
 parameter a point sets), e.g. `mapping=mod5_lr=0.1_weight_decay=0.0005_seed=0`, under a root shared
@@ -9,16 +9,16 @@ with the same configuration is read back, not trained again.
 from __future__ import annotations
 
 import re
-import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from nbutils.config import TRAINING_KEYS, RunConfig, resolve
-from nbutils.reproduce import NOTEBOOK_DIR, notebook_parameters, run_notebook
-from nbutils.runs import load_json, save_json
+from tqdm.auto import tqdm
 
-PIPELINE = ("01_train", "02_features", "03_collapse", "04_recovery")
+from nbutils import checks, stages
+from nbutils.config import TRAINING_KEYS, RunConfig, resolve
+from nbutils.runs import create_run, load_json
+
 # Always in a run's name, so that the grid, the hierarchies and the dynamics share their runs.
 NAME_KEYS = ("mapping", "lr", "weight_decay", "seed")
 # What a run's results depend on: training and the analysis of notebooks 02-04. Where it lives,
@@ -52,8 +52,7 @@ def sweep_configs(
     points: list[dict[str, Any]], profile: str, root: str | Path, **common: Any
 ) -> list[RunConfig]:
     """Validated configs of every point (a bad value fails here, before any training)."""
-    if not isinstance(points, list) or not points:
-        raise ValueError(f"points: must be a non-empty list of parameter dicts, got {points!r}")
+    checks.nonempty_list("points", points, "parameter dicts")
     overlap = sorted({k for p in points for k in p} & set(common))
     if overlap:
         raise ValueError(f"points and common parameters both set {overlap}; set each once")
@@ -64,31 +63,24 @@ def sweep_configs(
     return [replace(c, run_dir=str(Path(root) / n)) for c, n in zip(cfgs, names, strict=True)]
 
 
-def run_pipeline(cfg: RunConfig, overrides: dict[str, Any]) -> dict[str, Any]:
-    """Notebooks 01-04 into cfg.run_dir (training resumes), unless already finished; results."""
+def run_point(cfg: RunConfig, progress: bool = False) -> dict[str, Any]:
+    """Train and analyse one point (training resumes), unless already finished; its results."""
     done = finished(cfg)
     if done is not None:
         return done
-    out = Path(cfg.run_dir) / "notebooks"
-    out.mkdir(parents=True, exist_ok=True)
-    seconds = {}
-    for name in PIPELINE:
-        print(f"[sweep] {cfg.run_dir}: {name} ...", file=sys.stderr, flush=True)
-        seconds[name] = run_notebook(NOTEBOOK_DIR / f"{name}.ipynb", out / f"{name}.ipynb",
-                                     notebook_parameters(cfg, name, overrides))
-    save_json(Path(cfg.run_dir) / "notebook_seconds.json", seconds)
-    return load_json(Path(cfg.run_dir) / "results.json")
+    create_run(cfg)
+    return stages.run(cfg, progress=progress)
 
 
 def run_sweep(
     points: list[dict[str, Any]], profile: str = "exp", root: str | Path | None = None,
-    **common: Any,
+    progress: bool = True, **common: Any,
 ) -> list[dict[str, Any]]:
-    """results.json of every point, running the pipeline for those not yet finished."""
+    """results.json of every point, running the stages for those not yet finished."""
     root = Path(root) if root not in (None, "") else Path("runs") / "experiments" / profile
     cfgs = sweep_configs(points, profile, root, **common)
-    given = {k: v for k, v in common.items() if v is not None}
-    return [run_pipeline(cfg, {**given, **p}) for cfg, p in zip(cfgs, points, strict=True)]
+    return [run_point(cfg) for cfg in tqdm(cfgs, desc=f"sweep {root.name}", unit="run",
+                                           disable=not progress)]
 
 
 def grid_points(
@@ -96,8 +88,7 @@ def grid_points(
 ) -> list[dict[str, Any]]:
     """The learning-rate x weight-decay grid, one point per seed."""
     for name, values in (("lrs", lrs), ("weight_decays", weight_decays), ("seeds", seeds)):
-        if not isinstance(values, list) or not values:
-            raise ValueError(f"{name}: must be a non-empty list, got {values!r}")
+        checks.nonempty_list(name, values)
     return [{"lr": lr, "weight_decay": wd, "seed": s}
             for lr in lrs for wd in weight_decays for s in seeds]
 
@@ -107,8 +98,5 @@ def mapping_points(mappings: dict[str, list[int]]) -> list[dict[str, Any]]:
     if not isinstance(mappings, dict) or not mappings:
         raise ValueError(f"mappings: must be a non-empty dict name -> seeds, got {mappings!r}")
     for name, seeds in mappings.items():
-        if not isinstance(seeds, list) or not seeds:
-            raise ValueError(
-                f"mappings[{name!r}]: must be a non-empty list of seeds, got {seeds!r}"
-            )
+        checks.nonempty_list(f"mappings[{name!r}]", seeds, "seeds")
     return [{"mapping": m, "seed": s} for m, seeds in mappings.items() for s in seeds]

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
 import random
 import shutil
 import sys
@@ -18,7 +16,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from nbutils.config import TRAINING_KEYS, RunConfig, check_flag, diff
+from nbutils import checks
+from nbutils.config import TRAINING_KEYS, RunConfig, diff
 from nbutils.data import (
     Split,
     augment,
@@ -29,12 +28,13 @@ from nbutils.data import (
     stratified_subset,
     to_tensor,
 )
+from nbutils.device import amp_dtype, autocast, device_name
+from nbutils.distributed import Dist, preflight
 from nbutils.models import ResNet18
 from nbutils.runs import (
     ArtifactError,
     checkpoint_path,
     clear_temporaries,
-    device_name,
     load_torch,
     model_dir,
     save_json,
@@ -86,42 +86,6 @@ def _subset(name: str, split: Split, per_class: int, seed: int) -> np.ndarray:
     return stratified_subset(split.labels, per_class, seed)
 
 
-def cpu_has_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AVX-512 BF16 or AMX); elsewhere bf16 is slower."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
-
-
-def select_device(name: str) -> torch.device:
-    """The device for `name` ('auto' picks this process's GPU when one is present)."""
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError(
-            "device: 'cuda' was asked for but no GPU is available; allowed here: auto, cpu"
-        )
-    if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-
-
-def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """bf16 for autocast when asked for, or on 'auto' where the hardware runs it fast."""
-    if amp == "off":
-        return None
-    if amp == "bf16" or device.type == "cuda" or cpu_has_bf16():
-        return torch.bfloat16
-    return None
-
-
-def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
-    """Autocast context for `dtype`, or a no-op."""
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=dtype)
-
-
 def lr_at(step: int, total: int, cfg: RunConfig) -> float:
     """Learning rate at optimiser step `step` of `total` (a pure function: resume is exact)."""
     t = step / max(total, 1)
@@ -135,87 +99,6 @@ def lr_at(step: int, total: int, cfg: RunConfig) -> float:
     if t < 0.3:
         return start + (peak - start) * 0.5 * (1 - math.cos(math.pi * t / 0.3))
     return end + (peak - end) * 0.5 * (1 + math.cos(math.pi * (t - 0.3) / 0.7))
-
-
-@dataclass
-class Dist:
-    """This process's place in a (possibly single-process) distributed run."""
-
-    rank: int = 0
-    world: int = 1
-
-    @property
-    def main(self) -> bool:
-        """Whether this process writes artifacts."""
-        return self.rank == 0
-
-
-def _env_int(name: str, default: int, least: int) -> int:
-    """An integer environment variable (torchrun's WORLD_SIZE, RANK, ...) of at least `least`."""
-    text = os.environ.get(name)
-    if text is None:
-        return default
-    try:
-        value = int(text)
-    except ValueError:
-        value = least - 1
-    if value < least:
-        raise ValueError(f"{name}: must be an integer of at least {least}, got {text!r}")
-    return value
-
-
-def usable_ranks(device: torch.device) -> int:
-    """Ranks one node can hold: its GPUs under cuda, its usable CPU cores under gloo on the CPU."""
-    if device.type == "cuda":
-        return torch.cuda.device_count()
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
-def check_world(device: torch.device) -> int:
-    """The world size torchrun set, refused when this node cannot hold its ranks."""
-    world = _env_int("WORLD_SIZE", 1, least=1)
-    if world == 1:
-        return 1
-    local = _env_int("LOCAL_WORLD_SIZE", world, least=1)
-    rank = _env_int("RANK", 0, least=0)
-    if rank >= world:
-        raise ValueError(f"RANK: must be in 0..{world - 1} (WORLD_SIZE={world}), got {rank}")
-    if not (os.environ.get("MASTER_ADDR") and os.environ.get("MASTER_PORT")):
-        raise ValueError(
-            f"WORLD_SIZE: {world} ranks need MASTER_ADDR and MASTER_PORT; launch them with "
-            "torchrun --nproc_per_node=N -m nbutils train ..."
-        )
-    have = usable_ranks(device)
-    if local > have:
-        kind = "GPU(s)" if device.type == "cuda" else "usable CPU core(s)"
-        raise ValueError(
-            f"WORLD_SIZE: {local} ranks on this node but only {have} {kind} exist; "
-            f"use torchrun --nproc_per_node={have} or fewer"
-        )
-    return world
-
-
-def init_distributed(device: torch.device) -> Dist:
-    """Join the torchrun process group when launched by torchrun, else a single process."""
-    if check_world(device) == 1:
-        return Dist()
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return Dist(dist.get_rank(), dist.get_world_size())
-
-
-def preflight(cfg: RunConfig) -> tuple[torch.device, Dist]:
-    """The device and process group of a run, checked before any work starts."""
-    device = select_device(cfg.device)
-    world = check_world(device)
-    if cfg.batch_size % world:
-        raise ValueError(
-            f"batch_size: must be divisible by the {world} ranks (WORLD_SIZE), "
-            f"got {cfg.batch_size}"
-        )
-    return device, init_distributed(device)
 
 
 def build_model(cfg: RunConfig, num_classes: int, device: torch.device) -> ResNet18:
@@ -363,7 +246,7 @@ def train_model(
     With `resume`, a run killed at any point continues from its last complete epoch and ends
     with the weights an uninterrupted run would have (exactly, on the CPU).
     """
-    check_flag("resume", resume)
+    checks.flag("resume", resume)
     device, ddp = preflight(cfg)
     data = data or load_run_data(cfg)
     dtype = amp_dtype(cfg.amp, device)

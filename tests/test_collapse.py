@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from nbutils.collapse import (
-    HEAD_METRIC_KEYS,
-    METRIC_KEYS,
+    NC_HEAD_METRIC_KEYS,
+    NC_METRIC_KEYS,
     ClassMoments,
     collapse_report,
     fine_structure,
@@ -230,8 +230,8 @@ def test_collapse_report_structure(trained_on, k):
     report = collapse_report(features, labels, mapping, trained_on, head, np.zeros(k), 16)
     other = "fine" if trained_on == "coarse" else "coarse"
     assert set(report) == {"coarse", "fine", "fine_structure"}
-    assert set(report[trained_on]) == {*METRIC_KEYS, *HEAD_METRIC_KEYS, "nc4"}
-    assert set(report[other]) == set(METRIC_KEYS)
+    assert set(report[trained_on]) == {*NC_METRIC_KEYS, *NC_HEAD_METRIC_KEYS, "nc4"}
+    assert set(report[other]) == set(NC_METRIC_KEYS)
     assert set(report["fine_structure"]) == {
         "nc1_within_superclass",
         "fine_variance_fraction",
@@ -251,7 +251,7 @@ def test_collapse_report_without_head_and_torch_input():
         torch.tensor(mapping),
         "coarse",
     )
-    assert set(report["coarse"]) == set(METRIC_KEYS)
+    assert set(report["coarse"]) == set(NC_METRIC_KEYS)
     direct = nc1(features, np.array(mapping)[labels])
     assert report["coarse"]["nc1"] == pytest.approx(direct, rel=1e-5)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from nbutils.config import PARAMETERS, PROFILES, default_checkpoints, resolve
+from nbutils.paths import REPO
 
 
 def test_profiles_resolve() -> None:
@@ -13,7 +14,19 @@ def test_profiles_resolve() -> None:
     assert (cpu.width, cpu.train_per_class) == (16, None)
     assert (paper.width, paper.epochs) == (64, 200)
     assert paper.checkpoint_epochs[0] == 0 and paper.checkpoint_epochs[-1] == 200
-    assert cpu.run_dir == "runs/cpu"
+    assert cpu.run_dir == str(REPO / "runs" / "cpu")
+
+
+def test_relative_run_dir_resolves_against_one_place(tmp_path, monkeypatch) -> None:
+    """A run trained from notebooks/ (JupyterLab's cwd) is the one the root's CLI finds."""
+    monkeypatch.delenv("NBUTILS_RUNS", raising=False)
+    monkeypatch.chdir(REPO / "notebooks")
+    from_notebooks = resolve("ci", run_dir="runs/x").run_dir
+    monkeypatch.chdir(tmp_path)
+    assert resolve("ci", run_dir="runs/x").run_dir == from_notebooks == str(REPO / "runs" / "x")
+    monkeypatch.setenv("NBUTILS_RUNS", str(tmp_path))
+    assert resolve("ci", run_dir="runs/x").run_dir == str(tmp_path / "runs" / "x")
+    assert resolve("ci", run_dir=str(tmp_path / "abs")).run_dir == str(tmp_path / "abs")
 
 
 def test_overrides_and_none_means_profile() -> None:

@@ -23,7 +23,8 @@ from nbutils.config import PARAMETERS, resolve
 from nbutils.data import DataError, Split, save_cache
 from nbutils.features import extract_run
 from nbutils.runs import ArtifactError, RunConfigMismatch
-from nbutils.train import check_world, load_run_data, preflight, train_model
+from nbutils.distributed import check_world, preflight
+from nbutils.train import load_run_data, train_model
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("NBUTILS_DATA") or REPO.parent / "shared" / "data" / "cifar10")

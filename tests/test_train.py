@@ -10,7 +10,8 @@ import torch
 
 from nbutils.config import resolve
 from nbutils.runs import checkpoint_path, load_json, load_torch
-from nbutils.train import amp_dtype, lr_at, select_device, train_model
+from nbutils.device import amp_dtype, select_device
+from nbutils.train import lr_at, train_model
 
 
 @pytest.mark.parametrize("schedule", ["onecycle", "cosine", "step"])
