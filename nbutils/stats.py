@@ -1,0 +1,85 @@
+"""Uncertainty of reported numbers: bootstrap intervals of accuracies, spread over seeds.
+
+An accuracy is the mean of a 0/1 vector over images. Resampling n images with replacement
+draws each one correct with probability k/n independently, so the bootstrap mean of a resample
+is distributed exactly as Binomial(n, k/n) / n: the bootstrap depends on the images only through
+the count k, and is computed here from (k, n) alone. That is what lets intervals be added to a
+published results.json, which holds accuracies and set sizes but no per-image outcomes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+N_BOOT = 1000
+LEVEL = 0.95
+
+
+def _check_int(name: str, value: int, minimum: int) -> int:
+    """value as a Python int >= minimum, or ValueError naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def bootstrap_count_ci(
+    n_correct: int, n: int, n_boot: int = N_BOOT, seed: int = 0, level: float = LEVEL
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the accuracy n_correct / n over n images.
+
+    Each of the n_boot resample means is a Binomial(n, n_correct / n) draw over n (module
+    docstring), from numpy's default_rng(seed); the interval is their (1 - level) / 2 and
+    (1 + level) / 2 quantiles.
+    """
+    n = _check_int("n", n, 1)
+    n_correct = _check_int("n_correct", n_correct, 0)
+    if n_correct > n:
+        raise ValueError(f"n_correct must be <= n = {n}, got {n_correct}")
+    n_boot = _check_int("n_boot", n_boot, 1)
+    seed = _check_int("seed", seed, 0)
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie strictly between 0 and 1, got {level!r}")
+    means = np.random.default_rng(seed).binomial(n, n_correct / n, size=n_boot) / n
+    low, high = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return float(low), float(high)
+
+
+def bootstrap_ci(
+    correct: np.ndarray, n_boot: int = N_BOOT, seed: int = 0, level: float = LEVEL
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the accuracy of a boolean per-image vector.
+
+    Identical, for the same seed, to `bootstrap_count_ci(correct.sum(), len(correct))`.
+    """
+    correct = np.asarray(correct)
+    if correct.ndim != 1 or len(correct) == 0 or correct.dtype != np.bool_:
+        raise ValueError(
+            f"correct must be a non-empty 1-D bool array, got {correct.dtype} {correct.shape}"
+        )
+    return bootstrap_count_ci(int(correct.sum()), len(correct), n_boot, seed, level)
+
+
+def count_of(accuracy: float, n: int) -> int:
+    """The number of correct images behind `accuracy` over n images (ValueError if none fits)."""
+    n = _check_int("n", n, 1)
+    if not 0 <= accuracy <= 1:
+        raise ValueError(f"accuracy must lie in [0, 1], got {accuracy!r}")
+    k = round(accuracy * n)
+    # Accuracies are stored as k / n in float64: anything further off is not over n images.
+    if abs(k - accuracy * n) > 1e-6 * max(n, 1):
+        raise ValueError(f"accuracy {accuracy!r} is not a count over n = {n} images")
+    return k
+
+
+def mean_sd(values: Sequence[float]) -> dict[str, float | int | list[float] | None]:
+    """Mean, sample standard deviation (ddof=1; None for one value), count and the values."""
+    numbers = all(isinstance(v, (int, float, np.integer, np.floating))
+                  and not isinstance(v, bool) for v in values)
+    x = np.asarray(values if numbers else [], dtype=np.float64)
+    if not numbers or len(x) == 0 or not np.isfinite(x).all():
+        raise ValueError(f"values must be a non-empty 1-D sequence of finite numbers: {values!r}")
+    sd = float(np.std(x, ddof=1)) if len(x) >= 2 else None
+    return {"mean": float(x.mean()), "sd": sd, "n": len(x), "values": [float(v) for v in x]}
+
