@@ -102,7 +102,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     # Every rank checks, so that a refused run directory stops them all, not rank 0 alone.
     check_run_dir(cfg, force=args.force)
     if ddp.main:
-        create_run(cfg, force=args.force)
+        with stages.writing(cfg):
+            create_run(cfg, force=args.force)
     if ddp.world > 1:
         # The other ranks must not look for last.pt while --force is still deleting it.
         dist.barrier()

@@ -22,7 +22,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from nbutils.config import PARAMETERS, TRAINING_KEYS, RunConfig, check_flag, diff
+from nbutils import checks
+from nbutils.config import PARAMETERS, TRAINING_KEYS, RunConfig, diff
+from nbutils.paths import resolve_run_dir
 
 MODELS = ("coarse", "baseline")
 TMP_SUFFIX = ".tmp"
@@ -190,16 +192,9 @@ def versions() -> dict[str, str | None]:
     return found
 
 
-def device_name(device: torch.device) -> str:
-    """The hardware a run used, in words."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({torch.get_num_threads()} threads, {os.cpu_count()} cores)"
-
-
 def check_run_dir(cfg: RunConfig, force: bool = False) -> list[str]:
     """The recorded training parameters `cfg` changes; raises on any unless `force`."""
-    check_flag("force", force)
+    checks.flag("force", force)
     root = Path(cfg.run_dir)
     if root.exists() and not root.is_dir():
         raise ValueError(f"run_dir: {root} exists and is not a directory")
@@ -224,15 +219,21 @@ def create_run(cfg: RunConfig, force: bool = False) -> Path:
             shutil.rmtree(root / stale, ignore_errors=True)
         for stale in ("results.json", "results.md", "timings.json", "controls.json"):
             (root / stale).unlink(missing_ok=True)
-    save_json(root / "config.json",
-              {"config": cfg.to_dict(), "versions": versions(), "git_commit": git_commit()})
+    path = root / "config.json"
+    record = {"config": cfg.to_dict(), "versions": versions(), "git_commit": git_commit()}
+    if path.is_file():
+        # Versions and commit describe the training; re-opening the run must not overwrite them.
+        stored = load_json(path)
+        record.update(versions=stored.get("versions"), git_commit=stored.get("git_commit"))
+    save_json(path, record)
     return root
 
 
 def load_run(run_dir: str | os.PathLike | None = None, profile: str | None = None,
              **params: Any) -> RunConfig:
     """A trained run's config: training parameters given must match, analysis ones override."""
-    root = Path(run_dir) if run_dir not in (None, "") else Path("runs") / (profile or "ci")
+    given_dir = run_dir if run_dir not in (None, "") else Path("runs") / (profile or "ci")
+    root = resolve_run_dir(given_dir)
     path = root / "config.json"
     if not path.is_file():
         raise ArtifactError(f"run_dir: {root} has no config.json; run notebook 01 (train) first")
@@ -245,6 +246,9 @@ def load_run(run_dir: str | os.PathLike | None = None, profile: str | None = Non
     given = {k: v for k, v in params.items() if v is not None}
     if profile is not None:
         given["profile"] = profile
+    if stored.get("data_root") and not Path(stored["data_root"]).is_dir():
+        # The data copy of the machine that trained the run (e.g. a GPU box) is not here.
+        stored["data_root"] = None
     checked = tuple(k for k in given if k in TRAINING_KEYS + ("profile",))
     changes = diff(stored, given, checked)
     if changes:
@@ -270,6 +274,11 @@ def checkpoint_path(cfg: RunConfig, model: str, epoch: int) -> Path:
 def features_path(cfg: RunConfig, model: str, epoch: int) -> Path:
     """Feature arrays of `model` after `epoch` epochs."""
     return model_dir(cfg, model) / "features" / f"epoch_{epoch:03d}.npz"
+
+
+def compact_path(cfg: RunConfig) -> Path:
+    """The run's small summary of its last checkpoint (what figures need without features)."""
+    return Path(cfg.run_dir) / "compact.npz"
 
 
 def record_time(cfg: RunConfig, stage: str, seconds: float) -> None:

@@ -9,6 +9,8 @@ stages read their results from those files instead of recomputing them from feat
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,15 @@ from typing import Any
 from nbutils import analysis, features, results
 from nbutils.config import RunConfig, resolve
 from nbutils.paths import FIGURES_DIR, REPO
-from nbutils.runs import atomic_write, compact_path, create_run, load_json, load_npz, model_dir
+from nbutils.runs import (
+    atomic_write,
+    compact_path,
+    create_run,
+    load_json,
+    load_npz,
+    model_dir,
+    run_lock,
+)
 from nbutils.train import RunData, load_run_data, train_model
 
 STAGES = ("train", "features", "collapse", "recovery", "umap", "publish")
@@ -28,11 +38,19 @@ PUBLISHED_LOGS = (
 )
 
 
+def writing(cfg: RunConfig) -> contextlib.AbstractContextManager:
+    """Hold the run's lock while a stage writes it (torchrun's other ranks write nothing)."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        return contextlib.nullcontext()
+    return run_lock(cfg.run_dir)
+
+
 def configure(profile: str, run_dir: str | None = None, force: bool = False,
               **params: Any) -> RunConfig:
     """Resolve a run's parameters and create (or re-open) its directory."""
     cfg = resolve(profile, run_dir=run_dir, **params)
-    create_run(cfg, force=force)
+    with writing(cfg):
+        create_run(cfg, force=force)
     return cfg
 
 
@@ -55,10 +73,11 @@ def train(cfg: RunConfig, data: RunData | None = None, models: tuple[str, ...] |
           resume: bool = True, progress: bool = True) -> dict[str, list[dict]]:
     """Train the run's models; a finished model is not trained again. Their per-epoch logs."""
     logs = {}
-    for model in models or cfg.models:
-        done = finished_log(cfg, model) if resume else None
-        logs[model] = done if done is not None else train_model(
-            cfg, model, data or load_run_data(cfg), resume=resume, progress=progress)
+    with writing(cfg):
+        for model in models or cfg.models:
+            done = finished_log(cfg, model) if resume else None
+            logs[model] = done if done is not None else train_model(
+                cfg, model, data or load_run_data(cfg), resume=resume, progress=progress)
     return logs
 
 
@@ -67,14 +86,16 @@ def extract_features(cfg: RunConfig, overwrite: bool = False,
     """Features of every checkpoint (none for a published run); the files."""
     if is_published(cfg):
         return []
-    return features.extract_run(cfg, overwrite=overwrite, progress=progress)
+    with writing(cfg):
+        return features.extract_run(cfg, overwrite=overwrite, progress=progress)
 
 
 def collapse(cfg: RunConfig, progress: bool = True) -> dict[str, list[dict]]:
     """NC metrics of every checkpoint of every model (read back for a published run)."""
     if is_published(cfg):
         return {m: load_json(model_dir(cfg, m) / "collapse.json") for m in cfg.models}
-    return {m: analysis.collapse_history(cfg, m, progress=progress) for m in cfg.models}
+    with writing(cfg):
+        return {m: analysis.collapse_history(cfg, m, progress=progress) for m in cfg.models}
 
 
 def recovery(cfg: RunConfig, data: RunData | None = None,
@@ -84,11 +105,44 @@ def recovery(cfg: RunConfig, data: RunData | None = None,
     Returns the results.json record (read back for a published run).
     """
     if not is_published(cfg):
-        analysis.recovery_history(cfg, progress=progress)
-        analysis.controls(cfg, data or load_run_data(cfg))
-        results.write_results(cfg)
-        analysis.export_compact(cfg)
+        with writing(cfg):
+            analysis.recovery_history(cfg, progress=progress)
+            analysis.controls(cfg, data or load_run_data(cfg))
+            results.write_results(cfg)
+            analysis.export_compact(cfg)
     return load_json(Path(cfg.run_dir) / "results.json")
+
+
+def record(cfg: RunConfig) -> dict[str, Any]:
+    """results.json when the run has one, else what its logs hold so far, in the same keys.
+
+    Notebooks 01 and 03 summarise a run before notebook 04 writes results.json: from the
+    training logs (eval-mode test accuracies) and, once measured, the clean train accuracies
+    and NC metrics of every checkpoint.
+    """
+    path = Path(cfg.run_dir) / "results.json"
+    if path.is_file():
+        return load_json(path)
+    meta_path = model_dir(cfg, "coarse") / "train_meta.json"
+    meta = load_json(meta_path) if meta_path.is_file() else {}
+    out: dict[str, Any] = {
+        "profile": cfg.profile, "mapping": cfg.mapping, "width": cfg.width, "epochs": cfg.epochs,
+        "seed": cfg.seed, "dataset": cfg.dataset, "device": meta.get("device"),
+        "amp": meta.get("amp"), "train_size": meta.get("train_size"),
+        "test_size": meta.get("test_size"), "config": cfg.to_dict(),
+    }
+    for model in cfg.models:
+        log = finished_log(cfg, model) or []
+        nc_path = model_dir(cfg, model) / "collapse.json"
+        nc = load_json(nc_path)[-1] if nc_path.is_file() else {}
+        out[model] = {"train_acc": nc.get("train_acc"),
+                      "test_acc": nc.get("test_acc", log[-1]["test_acc"] if log else None)}
+    if (model_dir(cfg, "coarse") / "collapse.json").is_file():
+        out["history"] = [
+            {"epoch": h["epoch"], "coarse_train_acc": h["train_acc"],
+             "coarse_test_acc": h["test_acc"], "nc": h["nc"]}
+            for h in load_json(model_dir(cfg, "coarse") / "collapse.json")]
+    return out
 
 
 def compact(cfg: RunConfig) -> dict[str, Any]:

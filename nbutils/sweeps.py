@@ -68,7 +68,8 @@ def run_point(cfg: RunConfig, progress: bool = False) -> dict[str, Any]:
     done = finished(cfg)
     if done is not None:
         return done
-    create_run(cfg)
+    with stages.writing(cfg):
+        create_run(cfg)
     return stages.run(cfg, progress=progress)
 
 
