@@ -66,7 +66,7 @@ def config_of(res: dict[str, Any], key: str) -> Any:
     return res["config"][key]
 
 
-def setting(res: dict[str, Any], seeds: int) -> str:
+def run_setting(res: dict[str, Any], seeds: int) -> str:
     """The setting a figure states: profile, width, data, epochs and number of seeds."""
     cfg = res["config"]
     per = f"{cfg['train_per_class']}/class" if cfg["train_per_class"] else "full train set"
@@ -111,7 +111,7 @@ def history_matrix(results: list[dict[str, Any]], path: str) -> tuple[np.ndarray
 
 def dynamics_summary(results: list[dict[str, Any]], threshold: float = 1.0) -> dict[str, Any]:
     """Every dynamics series (mean, std, per seed) and each seed's terminal-phase epoch."""
-    out: dict[str, Any] = {"setting": setting(results[0], len(results)),
+    out: dict[str, Any] = {"setting": run_setting(results[0], len(results)),
                            "seeds": [config_of(r, "seed") for r in results],
                            "threshold": threshold,
                            "tpt_epoch": [tpt_epoch(r["history"], threshold) for r in results],
@@ -171,7 +171,7 @@ def grid_summary(results: list[dict[str, Any]], lrs: list[float],
     for res in results:
         cells.setdefault((config_of(res, "lr"), config_of(res, "weight_decay")), []).append(res)
     seeds = max(len(v) for v in cells.values())
-    out: dict[str, Any] = {"setting": setting(results[0], seeds), "lrs": lrs,
+    out: dict[str, Any] = {"setting": run_setting(results[0], seeds), "lrs": lrs,
                            "weight_decays": weight_decays, "labels": GRID_KEYS, "mean": {},
                            "std": {}}
     for path in GRID_KEYS:
@@ -192,7 +192,7 @@ def grid_frame(grid: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def summary_frame(summary: dict[str, dict[str, Any]]) -> pd.DataFrame:
+def group_frame(summary: dict[str, dict[str, Any]]) -> pd.DataFrame:
     """Means (with std over seeds) of a summary, one row per group."""
     rows = []
     for group, entry in summary.items():

@@ -185,12 +185,12 @@ def grid_figures(grid: dict[str, Any]) -> dict[str, Figure]:
 def hierarchy_figures(summary: dict[str, dict[str, Any]], pairs: list[dict[str, Any]],
                       results: list[dict[str, Any]]) -> dict[str, Figure]:
     """Per mapping: recovery and fine separation with seeds; per merged pair: its recovery."""
-    from nbutils.experiments import group_by, setting, value
+    from nbutils.experiments import group_by, run_setting, value
 
     groups = list(summary)
     runs = group_by(results, "mapping")
     seeds = max(len(v) for v in runs.values())
-    title = setting(results[0], seeds)
+    title = run_setting(results[0], seeds)
 
     def bars(paths: dict[str, str], what: str, ylabel: str, chance: float | None,
              ylim: tuple[float, float] | None = None) -> Figure:

@@ -218,7 +218,7 @@ def summarise_sweep(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def summary_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+def separation_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     """Mean ± std over seeds per separation, for the final and initial recovery and NC1."""
     keys = ("final_recovery_test", "init_recovery_test", "input_recovery", "final_nc1_coarse",
             "final_nc1_fine", "final_fine_variance_fraction")
@@ -227,7 +227,7 @@ def summary_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
                          for r in rows]).set_index("separation")
 
 
-def setting(mixture: dict[str, Any], training: dict[str, Any], seeds: int) -> str:
+def mixture_setting(mixture: dict[str, Any], training: dict[str, Any], seeds: int) -> str:
     """The synthetic setting in words, for figure titles."""
     m = {"num_coarse": 4, "dim": 32, "n_per_cluster": 250, **mixture}
     t = {"hidden": 256, "epochs": 200, **training}

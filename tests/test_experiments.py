@@ -90,7 +90,7 @@ def test_summarise_groups_by_mapping() -> None:
                            "mapping")
     assert list(summary) == ["mod5", "semantic"] and summary["mod5"]["seeds"] == [0, 1]
     assert summary["mod5"]["recovery.test_acc_true_coarse"]["n"] == 2
-    assert len(ex.summary_frame(summary)) == 2
+    assert len(ex.group_frame(summary)) == 2
 
 
 def test_split_halves_are_balanced_per_class_and_seeded() -> None:

@@ -184,6 +184,7 @@ def test_sigkill_mid_write_keeps_the_old_file(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
 
 
+@pytest.mark.slow
 def test_resume_restores_the_global_rng(tmp_path: Path, fake_cache: Path,
                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """Training that draws from the global RNG (as dropout would) still resumes exactly."""
@@ -211,6 +212,7 @@ def test_resume_restores_the_global_rng(tmp_path: Path, fake_cache: Path,
     assert not tensor_differences(a["model"], b["model"])
 
 
+@pytest.mark.slow
 def test_kill_before_the_last_log_write_is_repaired(tmp_path: Path, fake_cache: Path) -> None:
     cfg = tiny_cfg(tmp_path, fake_cache)
     log = train_model(cfg, "coarse", progress=False)
@@ -290,6 +292,7 @@ def test_writers_are_atomic(tmp_path: Path, kind: str) -> None:
     assert path.stat().st_mode & 0o777 == runs.FILE_MODE
 
 
+@pytest.mark.slow
 def test_truncated_last_pt_is_not_resumed_from(tmp_path: Path, fake_cache: Path) -> None:
     cfg = tiny_cfg(tmp_path, fake_cache)
     train_model(cfg, "coarse", progress=False)
@@ -303,6 +306,7 @@ def test_truncated_last_pt_is_not_resumed_from(tmp_path: Path, fake_cache: Path)
     assert runs.load_torch(last)["epoch"] == 2
 
 
+@pytest.mark.slow
 def test_last_pt_of_another_config_is_not_resumed_from(tmp_path: Path, fake_cache: Path) -> None:
     cfg = tiny_cfg(tmp_path, fake_cache)
     train_model(cfg, "coarse", progress=False)
@@ -310,6 +314,7 @@ def test_last_pt_of_another_config_is_not_resumed_from(tmp_path: Path, fake_cach
         train_model(tiny_cfg(tmp_path, fake_cache, lr=0.05), "coarse", progress=False)
 
 
+@pytest.mark.slow
 def test_training_from_scratch_drops_the_old_features(tmp_path: Path, fake_cache: Path) -> None:
     cfg = tiny_cfg(tmp_path, fake_cache)
     train_model(cfg, "coarse", progress=False)
@@ -318,6 +323,7 @@ def test_training_from_scratch_drops_the_old_features(tmp_path: Path, fake_cache
     assert not any(p.exists() for p in feats)
 
 
+@pytest.mark.slow
 def test_damaged_checkpoint_and_features_stop_the_analysis(tmp_path: Path,
                                                           fake_cache: Path) -> None:
     cfg = tiny_cfg(tmp_path, fake_cache)
@@ -389,6 +395,7 @@ def test_different_config_is_refused_unless_forced(tmp_path: Path) -> None:
     assert not (root / "coarse").exists(), "stale checkpoints must not survive --force"
 
 
+@pytest.mark.slow
 def test_cli_refuses_different_config_unless_forced(tmp_path: Path, fake_cache: Path,
                                                     capsys: pytest.CaptureFixture) -> None:
     run_dir = tmp_path / "run"

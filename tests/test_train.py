@@ -47,6 +47,7 @@ def test_amp_and_device_choice() -> None:
             select_device("cuda")
 
 
+@pytest.mark.slow
 def test_tiny_training_writes_checkpoints_and_log(tmp_path: Path, fake_cache: Path) -> None:
     cfg = resolve("ci", run_dir=str(tmp_path / "run"), data_root=str(fake_cache), width=4,
                   epochs=2, train_per_class=4, test_per_class=2, batch_size=16,
