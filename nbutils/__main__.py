@@ -70,6 +70,15 @@ def build_parser() -> argparse.ArgumentParser:
     norms = sub.add_parser("feature-norms", help="recovery under each feature normalisation")
     norms.add_argument("--run-dir", dest="run_dir", required=True)
     norms.add_argument("--out", required=True, help="JSON file to write, e.g. figures/cpu/...")
+    feats = sub.add_parser("analyze-features", help="NC metrics and fine-label recovery of "
+                                                    "your own network's features (an npz file)")
+    feats.add_argument("file", metavar="FILE.npz", help="train_features, train_labels, "
+                       "test_features, test_labels, fine_to_coarse (see nbutils.features_api)")
+    feats.add_argument("--out", help="output folder (default: FILE_analysis beside FILE.npz)")
+    feats.add_argument("--n-init", dest="n_init", type=int, default=10)
+    feats.add_argument("--seed", type=int, default=0)
+    feats.add_argument("--feature-norm", dest="feature_norm", default="l2",
+                       help="none | l2 | center_l2 | standardize")
     sub.choices["reproduce"].add_argument("--publish-dir", dest="publish_dir")
     sub.choices["train"].add_argument(
         "--models", help="coarse,baseline (default: coarse, and baseline if train_baseline)"
@@ -165,6 +174,12 @@ def main(argv: list[str] | None = None) -> int:
             cmd_train(args)
         elif args.command == "feature-norms":
             cmd_feature_norms(args)
+        elif args.command == "analyze-features":
+            from nbutils.features_api import analyze_features_file, summary_lines
+
+            result, out = analyze_features_file(args.file, args.out, args.n_init, args.seed,
+                                                args.feature_norm)
+            print("\n".join([*summary_lines(result), f"written to {out}"]))
         elif args.command == "render":
             cmd_render(args)
         elif args.command == "readme":
