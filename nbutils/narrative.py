@@ -51,16 +51,24 @@ def acc(section: dict[str, Any], key: str) -> str:
     return text if ci is None else f"{text} (95% CI {100 * ci[0]:.1f}–{pct(ci[1])})"
 
 
-def compare(value: float, ci: tuple[float, float] | None, other: float, name: str) -> str:
-    """How `value` (interval `ci`) stands against `other` (called `name`); no gap inside the CI."""
+def compare(value: float, ci: tuple[float, float] | None, other: float, name: str, who: str,
+            other_ci: tuple[float, float] | None = None) -> str:
+    """How `value` (called `who`, interval `ci`) stands against `other`; no gap inside the CI.
+
+    With `other_ci` too, the two are told apart only when their intervals do not overlap.
+    """
     side = "above" if value > other else "below"
     text = f"{_points(value - other)} {side} {name}"
     if ci is None:
         return text
+    if other_ci is not None:
+        if max(ci[0], other_ci[0]) <= min(ci[1], other_ci[1]):
+            return text + ", but their 95% intervals overlap: these test images do not resolve it"
+        return text + ", and their 95% intervals do not overlap"
     if ci[0] <= other <= ci[1]:
-        return text + (", which lies inside its 95% interval: the two do not differ beyond "
-                       "test-set sampling")
-    return text + ", outside its 95% interval"
+        return text + (f", which lies inside the 95% interval of {who}: the two do not differ "
+                       f"beyond test-set sampling")
+    return text + f", outside the 95% interval of {who}"
 
 
 def _seeds_phrase(res: dict[str, Any]) -> str:
@@ -234,11 +242,12 @@ def _baseline_and_paper(res: dict[str, Any]) -> list[str]:
     parts = []
     if res.get("baseline"):
         base = res["baseline"]["test_acc"]
-        name = f"the 10-label baseline's {pct(base)}"
-        parts.append(f"Variant (b) is {compare(b, ci, base, name)} (ratio {b / base:.3f}).")
+        versus = compare(b, ci, base, f"the 10-label baseline's {pct(base)}", "(b)",
+                         interval(res["baseline"], "test_acc"))
+        parts.append(f"Variant (b) is {versus} (ratio {b / base:.3f}).")
     width = "" if res["width"] == PAPER_WIDTH else f" at width {res['width']}"
     paper = f"{100 * PAPER_TEST_ACC:.0f}%"
-    versus = compare(b, ci, PAPER_TEST_ACC, f"the paper's {paper}")
+    versus = compare(b, ci, PAPER_TEST_ACC, f"the paper's {paper}", "(b)")
     parts.append(f"The paper reports {paper} for width {PAPER_WIDTH}, without saying which of "
                  f"these variants it measures; this run's (b){width} is {versus}.")
     if ci is None:
@@ -271,11 +280,11 @@ def recovery(res: dict[str, Any], seeds: dict[str, Any] | None = None) -> str:
     normed = f", features {norm}-normalised" if norm and norm != "none" else ""
     parts = [f"k-means inside each super-class of the coarse model's train features (clusters "
              f"matched to fine labels by the Hungarian method on train{normed}) gives each train "
-             f"image the right fine label for {pct(rec['train_cluster_acc'])} of them."]
+             f"image the right fine label for {acc(rec, 'train_cluster_acc')} of them."]
     parts += _variants(rec, _n_fine(res))
-    if any(k.startswith("test_") and interval(rec, k) for k in rec):
-        parts.append("Intervals are 95% percentile-bootstrap intervals over test images: they "
-                     "measure test-set sampling only, not the spread over training seeds.")
+    if rec.get("ci95"):
+        parts.append("Intervals are 95% percentile-bootstrap intervals over the evaluated images: "
+                     "they measure image sampling only, not the spread over training seeds.")
     scores = [f"NMI {rec['nmi']:.3f}", f"ARI {rec['ari']:.3f}"]
     if rec.get("nmi_within_superclass") is not None:
         scores.append(f"NMI within super-classes {rec['nmi_within_superclass']:.3f}")

@@ -125,11 +125,34 @@ def test_intervals_quoted_and_no_gap_inside_them() -> None:
     text = flat(narrative.recovery(res))
     assert "92.5% (95% CI 91.8–93.2%) within the super-class the network predicts" in text
     assert "96.0% (95% CI 95.6–96.4%) within each image's true super-class" in text
-    assert ("0.5 points below the paper's 93%, which lies inside its 95% interval: the two do not "
-            "differ beyond test-set sampling") in text
-    assert "2.5 points below the 10-label baseline's 95.0%, outside its 95% interval" in text
-    assert "percentile-bootstrap intervals over test images" in text
+    assert ("0.5 points below the paper's 93%, which lies inside the 95% interval of (b): the two "
+            "do not differ beyond test-set sampling") in text
+    assert "2.5 points below the 10-label baseline's 95.0%, outside the 95% interval of (b)" in text
+    assert "percentile-bootstrap intervals over the evaluated images" in text
     assert "No bootstrap interval" not in text and "gap" not in text
+
+
+def test_paper_number_outside_the_interval() -> None:
+    res = fabricated(reached=True)
+    res["recovery"]["ci95"] = {"test_acc_pred_coarse": [0.91, 0.92],
+                               "train_cluster_acc": [0.965, 0.975]}
+    res["recovery"]["test_acc_pred_coarse"] = 0.915
+    text = flat(narrative.recovery(res))
+    assert "1.5 points below the paper's 93%, outside the 95% interval of (b)" in text
+    assert "the right fine label for 97.0% (95% CI 96.5–97.5%) of them" in text
+
+
+def test_baseline_with_its_own_interval() -> None:
+    res = fabricated(reached=True)
+    res["recovery"]["ci95"] = {"test_acc_pred_coarse": [0.918, 0.932]}
+    res["baseline"]["ci95"] = {"test_acc": [0.93, 0.96]}
+    text = flat(narrative.recovery(res))
+    assert ("2.5 points below the 10-label baseline's 95.0%, but their 95% intervals overlap: "
+            "these test images do not resolve it") in text
+    res["baseline"]["ci95"] = {"test_acc": [0.94, 0.96]}
+    text = flat(narrative.recovery(res))
+    assert "baseline's 95.0%, and their 95% intervals do not overlap (ratio" in text
+    assert "95.0% (95% CI 94.0–96.0%) test accuracy" in flat(narrative.training(res))
 
 
 def test_no_interval_says_so() -> None:

@@ -1,0 +1,84 @@
+"""The user documents: generated paragraphs in step with the results, links that resolve."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from nbutils.narrative import MARKERS, profile_summary
+
+REPO = Path(__file__).resolve().parents[1]
+DOCS = sorted((REPO / "docs").glob("*.md"))
+USER_DOCS = [REPO / "README.md", *DOCS]
+PROTOCOL_SECTIONS = (
+    "1-the-claim", "2-data-and-coarse-mappings", "3-model-and-training",
+    "4-recovering-the-fine-labels", "5-neural-collapse-metrics", "6-figures", "7-profiles",
+    "8-measured-costs", "9-targets", "10-resultsjson", "11-terminal-phase-seeds-and-controls",
+)
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+# Internal history that does not belong in a user's document.
+FORBIDDEN = (re.compile(r"\bSPEC\b"), re.compile(r"\bissues? #?\d"), re.compile(r"device loan"),
+             re.compile(r"\blent\b"), re.compile(r"shared folder"), re.compile(r"\.\./shared"),
+             re.compile(r"end to end"), re.compile(r"0\.98 of its baseline"))
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor of a markdown heading."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def anchors(path: Path) -> set[str]:
+    """The anchors of every heading of a markdown file."""
+    return {slug(line.lstrip("#")) for line in path.read_text().splitlines()
+            if line.startswith("#")}
+
+
+def test_results_md_summaries_match_committed_results() -> None:
+    text = (REPO / "docs" / "results.md").read_text()
+    found = {m.group(1): m.group(0) for m in MARKERS.finditer(text)}
+    assert set(found) == {"cpu", "paper"}
+    for profile, block in found.items():
+        body = block.split("-->\n", 1)[1].rsplit("\n<!--", 1)[0]
+        assert body == profile_summary(REPO / "figures", profile), (
+            f"docs/results.md summary of {profile} is stale: run "
+            "python -c \"from nbutils.narrative import update_docs; "
+            "update_docs('docs/results.md', 'figures')\""
+        )
+
+
+def test_protocol_sections_are_numbered_as_cited() -> None:
+    headings = [line for line in (REPO / "docs" / "protocol.md").read_text().splitlines()
+                if line.startswith("## ")]
+    assert [slug(h.lstrip("#")) for h in headings] == list(PROTOCOL_SECTIONS)
+
+
+@pytest.mark.parametrize("doc", USER_DOCS, ids=lambda p: str(p.relative_to(REPO)))
+def test_links_resolve(doc: Path) -> None:
+    for target in LINK.findall(doc.read_text()):
+        if target.startswith(("http://", "https://")):
+            continue
+        path, _, anchor = target.partition("#")
+        # Notebooks and their executed copies are published by their own pipelines, so a link
+        # may precede its file; test_every_notebook_is_listed checks the other direction.
+        if path.endswith(".ipynb"):
+            continue
+        resolved = (doc.parent / path).resolve() if path else doc
+        assert resolved.exists(), f"{doc.name}: link to missing {target}"
+        if anchor and resolved.suffix == ".md":
+            assert anchor in anchors(resolved), f"{doc.name}: no heading for {target}"
+
+
+@pytest.mark.parametrize("doc", USER_DOCS, ids=lambda p: str(p.relative_to(REPO)))
+def test_no_internal_history(doc: Path) -> None:
+    text = doc.read_text()
+    for pattern in FORBIDDEN:
+        assert not pattern.search(text), f"{doc.name}: {pattern.pattern!r}"
+
+
+def test_every_notebook_is_listed() -> None:
+    readme = (REPO / "README.md").read_text()
+    for notebook in sorted((REPO / "notebooks").glob("*.ipynb")):
+        assert f"](notebooks/{notebook.name})" in readme, f"README lacks {notebook.name}"
