@@ -26,6 +26,7 @@ PAPER_WIDTH = 64
 WRAP = 100
 MARKERS = re.compile(r"<!-- summary:([\w.-]+):start -->.*?<!-- summary:\1:end -->", re.S)
 HEADLINE = "recovery.test_acc_pred_coarse"
+MIN_SEEDS = 3
 
 
 def pct(x: float) -> str:
@@ -257,8 +258,14 @@ def _baseline_and_paper(res: dict[str, Any]) -> list[str]:
 
 
 def _seed_stat(seeds: dict[str, Any] | None, key: str) -> dict[str, Any] | None:
-    """The over-seeds statistics of `key` in a seeds.json, if it holds them."""
-    return ((seeds or {}).get("metrics") or {}).get(key)
+    """The over-seeds mean and sd of `key` in a seeds.json, when it rests on 2 or more seeds."""
+    stat = ((seeds or {}).get("summary") or {}).get(key)
+    return stat if stat and stat.get("sd") is not None else None
+
+
+def _over_seeds(stat: dict[str, Any]) -> str:
+    """'92.1% ± 0.4 points'."""
+    return f"{pct(stat['mean'])} ± {100 * stat['sd']:.1f} points"
 
 
 def _seeds_sentence(res: dict[str, Any], seeds: dict[str, Any] | None) -> str:
@@ -267,10 +274,17 @@ def _seeds_sentence(res: dict[str, Any], seeds: dict[str, Any] | None) -> str:
     if stat is None:
         return (f"All of these numbers come from {_seeds_phrase(res)}: the spread over training "
                 f"seeds is not measured, and the protocol quotes headline numbers and differences "
-                f"only over at least 3 seeds.")
+                f"only over at least {MIN_SEEDS} seeds.")
     listed = ", ".join(str(s) for s in seeds.get("seeds", []))
-    return (f"Over {stat['n']} training seeds ({listed}), (b) is {pct(stat['mean'])} ± "
-            f"{100 * stat['sd']:.1f} points (mean ± sample sd, ddof=1).")
+    text = f"Over {stat['n']} training seeds ({listed}), (b) is {_over_seeds(stat)}"
+    base = _seed_stat(seeds, "baseline.test_acc")
+    if base is not None:
+        text += f" and the 10-label baseline {_over_seeds(base)}"
+    text += " (mean ± sample sd, ddof=1)."
+    if stat["n"] < MIN_SEEDS:
+        text += (f" That is fewer than the {MIN_SEEDS} seeds the protocol asks for before a "
+                 f"headline number or a difference is claimed.")
+    return text
 
 
 def recovery(res: dict[str, Any], seeds: dict[str, Any] | None = None) -> str:

@@ -174,11 +174,19 @@ def test_test_fitted_variants_and_within_nmi() -> None:
 
 def test_seeds_are_quoted_with_their_count() -> None:
     res = fabricated(reached=True)
-    seeds = {"seeds": [0, 1, 2], "metrics": {
-        "recovery.test_acc_pred_coarse": {"mean": 0.921, "sd": 0.004, "n": 3}}}
+    seeds = {"seeds": [0, 1, 2], "summary": {
+        "recovery.test_acc_pred_coarse": {"mean": 0.921, "sd": 0.004, "n": 3},
+        "baseline.test_acc": {"mean": 0.95, "sd": 0.002, "n": 3}}}
     text = flat(narrative.recovery(res, seeds))
-    assert "Over 3 training seeds (0, 1, 2), (b) is 92.1% ± 0.4 points (mean ± sample sd" in text
-    assert "one training run" not in text
+    assert ("Over 3 training seeds (0, 1, 2), (b) is 92.1% ± 0.4 points and the 10-label baseline "
+            "95.0% ± 0.2 points (mean ± sample sd, ddof=1).") in text
+    assert "one training run" not in text and "fewer than the 3 seeds" not in text
+    two = {"seeds": [0, 1], "summary": {
+        "recovery.test_acc_pred_coarse": {"mean": 0.921, "sd": 0.004, "n": 2}}}
+    assert "fewer than the 3 seeds the protocol asks for" in flat(narrative.recovery(res, two))
+    one = {"seeds": [0], "summary": {
+        "recovery.test_acc_pred_coarse": {"mean": 0.921, "sd": None, "n": 1}}}
+    assert "one training run, seed 0" in flat(narrative.recovery(res, one))
     assert "quotes headline numbers and differences only over at least 3 seeds" in \
         flat(narrative.recovery(res))
 
@@ -202,7 +210,7 @@ def test_update_docs(tmp_path: Path) -> None:
     assert doc.read_text() == (f"intro\n\n<!-- summary:x:start -->\n{expected}\n"
                                f"<!-- summary:x:end -->\n\nend\n")
     assert narrative.update_docs(doc, figures) is False
-    seeds = {"seeds": [0, 1, 2], "metrics": {
+    seeds = {"seeds": [0, 1, 2], "summary": {
         "recovery.test_acc_pred_coarse": {"mean": 0.921, "sd": 0.004, "n": 3}}}
     (figures / "x" / "seeds.json").write_text(json.dumps(seeds))
     assert narrative.update_docs(doc, figures) is True
