@@ -375,26 +375,42 @@ def save_figures(result: dict[str, Any], test_labels: np.ndarray, out: Path) -> 
             viz.save_figure(bars, out / "figures" / "per_superclass.png")]
 
 
+def default_out(path: str | os.PathLike) -> Path:
+    """Where the analysis of features file `path` goes by default: FILE_analysis beside it."""
+    return Path(path).with_name(Path(path).stem + "_analysis")
+
+
+def write_outputs(result: dict[str, Any], test_labels: Array, out: str | os.PathLike,
+                  source: str | os.PathLike | None = None) -> list[Path]:
+    """results.json (all but the labels), labels.npz and the figures of one result under `out`."""
+    out = Path(out)
+    labels = {k: v for k, v in result["labels"].items() if v is not None}
+    record = {k: v for k, v in result.items() if k != "labels"}
+    written = [save_json(out / "results.json", {"source": source and str(source), **record}),
+               save_npz(out / "labels.npz", **labels)]
+    return written + save_figures(result, _as_numpy("test_labels", test_labels), out)
+
+
 def analyze_features_file(path: str | os.PathLike, out: str | os.PathLike | None = None,
                           n_init: int = 10, seed: int = 0,
                           feature_norm: str = "l2") -> tuple[dict[str, Any], Path]:
     """Analyse an npz features file; write results.json, labels.npz and figures under `out`."""
     kwargs = load_features_file(path)
     result = analyze_features(**kwargs, n_init=n_init, seed=seed, feature_norm=feature_norm)
-    out = Path(out) if out is not None else Path(path).with_name(Path(path).stem + "_analysis")
-    labels = {k: v for k, v in result["labels"].items() if v is not None}
-    save_json(out / "results.json", {"source": str(path),
-                                     **{k: v for k, v in result.items() if k != "labels"}})
-    save_npz(out / "labels.npz", **labels)
-    save_figures(result, _as_numpy("test_labels", kwargs["test_labels"]), out)
+    out = Path(out) if out is not None else default_out(path)
+    write_outputs(result, kwargs["test_labels"], out, path)
     return result, out
+
+
+def summary_rows(result: dict[str, Any]) -> list[tuple[str, float, float]]:
+    """(recovery number, value, chance level) for each number that was computed."""
+    rec, chance = result["recovery"], result["chance"]
+    return [(k, rec[k], chance[k]) for k in CHANCE_OF if rec.get(k) is not None]
 
 
 def summary_lines(result: dict[str, Any]) -> list[str]:
     """The headline numbers beside their chance levels, one per line."""
-    rec, chance = result["recovery"], result["chance"]
-    keys = [k for k in CHANCE_OF if rec.get(k) is not None]
-    lines = [f"{k:30s} {rec[k]:.4f}   chance {chance[k]:.4f}" for k in keys]
+    lines = [f"{k:30s} {v:.4f}   chance {c:.4f}" for k, v, c in summary_rows(result)]
     nc1 = [result["nc"][level]["nc1"] for level in ("coarse", "fine")]
     return lines + [f"{'nc1 coarse / fine':30s} " + " / ".join(f"{v:.4g}" if v is not None
                                                                else "-" for v in nc1)]
