@@ -5,6 +5,8 @@ PY := $(VENV)/bin/python
 PROFILE ?= paper
 RUN_DIR ?= runs/$(PROFILE)
 PYTEST_ARGS ?=
+# YES=1 confirms a run whose estimated cost on this machine passes 2 hours.
+YES ?=
 
 .PHONY: reproduce test lint notebooks-clean benchmarks clean
 
@@ -14,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 reproduce: $(VENV)/.installed
-	$(PY) -m nbutils reproduce --profile $(PROFILE) --run-dir $(RUN_DIR)
+	$(PY) -m nbutils reproduce --profile $(PROFILE) --run-dir $(RUN_DIR) $(if $(YES),--yes,)
 
 test: $(VENV)/.installed
 	$(PY) -m pytest $(PYTEST_ARGS)

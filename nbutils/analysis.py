@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from nbutils.collapse import collapse_report
 from nbutils.config import RunConfig
 from nbutils.data import class_names, mapping_table, stratified_subset
 from nbutils.features import load_features
+from nbutils.progress import tqdm
 from nbutils.recovery import FEATURE_NORMS, Recovery, raw_pixel_features, recover_fine_labels
 from nbutils.runs import compact_path, load_json, model_dir, record_time, save_json, save_npz
 from nbutils.train import RunData

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from nbutils import checks
 from nbutils.config import RunConfig
 from nbutils.data import normalize, stats_tensors, to_tensor
 from nbutils.device import select_device
+from nbutils.progress import tqdm
 from nbutils.runs import (
     ArtifactError,
     checkpoint_path,

@@ -6,6 +6,7 @@ function of `nbutils.stages`, which the sweeps and the command line call directl
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import tempfile
@@ -17,7 +18,7 @@ import nbformat
 import papermill as pm
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
-from nbutils import checks
+from nbutils import checks, cost, progress
 from nbutils.config import TRAINING_KEYS, RunConfig, resolve
 from nbutils.distributed import preflight
 from nbutils.paths import NOTEBOOK_DIR, REPO
@@ -26,6 +27,8 @@ from nbutils.stages import publish, publish_figures
 from nbutils.train import load_run_data
 
 NOTEBOOKS = ("01_train", "02_features", "03_collapse", "04_recovery", "05_umap")
+# Profiles from the most to the least costly: a costly run names the ones after it.
+CHEAPER = ("paper", "cpu", "ci")
 PUBLISHED_PROFILES = ("cpu", "paper")
 # Executed copies are read on the web: widget state (tqdm bars) is dead weight there.
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
@@ -71,11 +74,20 @@ def run_notebooks(cfg: RunConfig, overrides: dict[str, Any], resume: bool = True
     out = Path(cfg.run_dir) / "notebooks"
     out.mkdir(parents=True, exist_ok=True)
     seconds = {}
-    for name in notebooks:
-        print(f"[nbutils] {name} ...", file=sys.stderr, flush=True)
-        seconds[name] = run_notebook(NOTEBOOK_DIR / f"{name}.ipynb", out / f"{name}.ipynb",
-                                     notebook_parameters(cfg, name, overrides, resume))
-        print(f"[nbutils] {name} done in {seconds[name]:.0f} s", file=sys.stderr, flush=True)
+    before = os.environ.get(progress.ENV)
+    # The kernels inherit this: their progress bars come to this terminal, not into the cells.
+    os.environ[progress.ENV] = "terminal"
+    try:
+        for name in notebooks:
+            print(f"[nbutils] {name} ...", file=sys.stderr, flush=True)
+            seconds[name] = run_notebook(NOTEBOOK_DIR / f"{name}.ipynb", out / f"{name}.ipynb",
+                                         notebook_parameters(cfg, name, overrides, resume))
+            print(f"[nbutils] {name} done in {seconds[name]:.0f} s", file=sys.stderr, flush=True)
+    finally:
+        if before is None:
+            os.environ.pop(progress.ENV, None)
+        else:
+            os.environ[progress.ENV] = before
     save_json(Path(cfg.run_dir) / "notebook_seconds.json", seconds)
     return seconds
 
@@ -113,16 +125,34 @@ def publish_notebooks(cfg: RunConfig, dest: Path) -> list[Path]:
             for src in sorted((Path(cfg.run_dir) / "notebooks").glob("*.ipynb"))]
 
 
+def cost_check(cfg: RunConfig, yes: bool) -> str:
+    """Estimate the run's cost here and the cheaper profiles'; refuse past the limit unless yes."""
+    def sized(c: RunConfig) -> cost.Estimate:
+        """The estimate of `c` with its own data sizes."""
+        data = load_run_data(c)
+        return cost.estimate(c, len(data.train), len(data.test))
+
+    cheaper = CHEAPER[CHEAPER.index(cfg.profile) + 1:] if cfg.profile in CHEAPER else []
+    others = [sized(resolve(p, data_root=cfg.data_root, device=cfg.device)) for p in cheaper]
+    return cost.check(sized(cfg), others, confirmed=yes)
+
+
 def reproduce(
     profile: str = "paper", run_dir: str | None = None, force: bool = False,
-    publish_dir: str | None = None, resume: bool = True, **overrides: Any,
+    publish_dir: str | None = None, resume: bool = True, yes: bool = False, **overrides: Any,
 ) -> dict[str, Any]:
-    """Notebooks 01-05 into the run directory, then results.json/md (and figures/<profile>)."""
+    """Notebooks 01-05 into the run directory, then results.json/md (and figures/<profile>).
+
+    Before any work, a few timed steps estimate the cost on this machine; past
+    `cost.LIMIT_HOURS` the run stops unless `yes`.
+    """
     checks.flag("resume", resume)
+    checks.flag("yes", yes)
     cfg = resolve(profile, run_dir=run_dir, **overrides)
     # Device, ranks and data are checked here, not minutes later inside a notebook.
     preflight(cfg)
     load_run_data(cfg)
+    print(cost_check(cfg, yes), file=sys.stderr, flush=True)
     create_run(cfg, force=force)
     run_notebooks(cfg, {k: v for k, v in overrides.items() if v is not None}, resume)
     results = load_json(Path(cfg.run_dir) / "results.json")

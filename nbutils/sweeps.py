@@ -13,10 +13,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from nbutils import checks, stages
 from nbutils.config import TRAINING_KEYS, RunConfig, resolve
+from nbutils.progress import tqdm
 from nbutils.runs import create_run, load_json
 
 # Always in a run's name, so that the grid, the hierarchies and the dynamics share their runs.

@@ -14,7 +14,6 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from nbutils import checks
 from nbutils.config import TRAINING_KEYS, RunConfig, diff
@@ -31,6 +30,7 @@ from nbutils.data import (
 from nbutils.device import amp_dtype, autocast, device_name
 from nbutils.distributed import Dist, preflight
 from nbutils.models import ResNet18
+from nbutils.progress import tqdm
 from nbutils.runs import (
     ArtifactError,
     checkpoint_path,
@@ -287,8 +287,9 @@ def train_model(
             "world_size": ddp.world, "num_classes": data.num_classes(model_name),
             "train_size": len(y_tr), "test_size": len(y_te),
         })
-    for epoch in tqdm(range(start + 1, cfg.epochs + 1), desc=model_name, disable=not progress,
-                      initial=start, total=cfg.epochs):
+    bar = tqdm(range(start + 1, cfg.epochs + 1), desc=model_name, disable=not progress,
+               initial=start, total=cfg.epochs, unit="epoch")
+    for epoch in bar:
         t0 = time.perf_counter()
         tr_loss, tr_acc = train_epoch(net, opt, x_tr, y_tr, cfg, epoch, stats, dtype, ddp, progress)
         if ddp.world > 1:
@@ -302,6 +303,7 @@ def train_model(
             train_loss=tr_loss, train_acc=tr_acc, test_loss=te_loss, test_acc=te_acc,
             seconds=time.perf_counter() - t0,
         ))
+        bar.set_postfix(train_acc=f"{tr_acc:.3f}", test_acc=f"{te_acc:.3f}", refresh=False)
         if ddp.main:
             if epoch in cfg.checkpoint_epochs:
                 save_torch(checkpoint_path(cfg, model_name, epoch),
