@@ -32,7 +32,7 @@ def clean_accuracy(feats: dict[str, np.ndarray], model: str, split: str) -> floa
 
 
 def collapse_at(cfg: RunConfig, model: str, epoch: int) -> dict[str, Any]:
-    """SPEC 5 metrics of one checkpoint's train features, plus its clean accuracies."""
+    """The NC metrics (docs/protocol.md, section 5) of one checkpoint's train features, plus its clean accuracies."""
     f = load_features(cfg, model, epoch)
     report = collapse_report(
         f["train_features"], f["train_fine"], f["fine_to_coarse"], LABELS_OF_MODEL[model],
@@ -53,7 +53,7 @@ def collapse_history(cfg: RunConfig, model: str, progress: bool = True) -> list[
 
 
 def recover(cfg: RunConfig, feats: dict[str, np.ndarray], use_pred: bool) -> Recovery:
-    """The SPEC 4 protocol on one feature file (variant b only where the head predicts coarse)."""
+    """The recovery protocol (docs/protocol.md, section 4) on one feature file (variant b only where the head predicts coarse)."""
     return recover_fine_labels(
         feats["train_features"], feats["train_fine"], feats["test_features"], feats["test_fine"],
         feats["fine_to_coarse"], test_coarse_pred=feats["test_pred"] if use_pred else None,

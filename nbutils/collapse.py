@@ -1,4 +1,4 @@
-"""Neural Collapse metrics NC1-NC4 and fine-structure indicators (SPEC section 5).
+"""Neural Collapse metrics NC1-NC4 and fine-structure indicators (docs/protocol.md, section 5).
 
 All statistics are per-class moments accumulated batch by batch in float64, so a feature set
 never has to be in memory at once. Conventions, chosen here and used by every metric:
@@ -386,7 +386,7 @@ def collapse_report(
     head_bias: Array | None = None,
     batch_size: int = 8192,
 ) -> dict[str, dict]:
-    """All SPEC-5 metrics of one feature set, against coarse and fine labels.
+    """All the metrics of docs/protocol.md, section 5, of one feature set, against coarse and fine labels.
 
     One streaming pass builds the fine moments (the coarse ones are derived exactly from them);
     one more batched pass computes NC4. The head, and with it ``nc3``, ``nc2_equinorm_head``

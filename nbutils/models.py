@@ -1,4 +1,4 @@
-"""The CIFAR ResNet-18 of SPEC 3, with a width parameter."""
+"""The CIFAR ResNet-18 of docs/protocol.md, section 3, with a width parameter."""
 
 from __future__ import annotations
 

@@ -132,23 +132,66 @@ def _recipe(res: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
+def _n_coarse(res: dict[str, Any]) -> int:
+    """Number of super-classes of the run's mapping."""
+    if res.get("recovery"):
+        return len(res["recovery"]["per_superclass"])
+    if res.get("mapping") == "cifar100":
+        return 20
+    return int(coarse_mapping(res["mapping"], res.get("dataset", "cifar10")).max()) + 1
+
+
 def training(res: dict[str, Any]) -> str:
-    """Notebook 01: what was trained, how far it got, and whether it reached the terminal phase."""
-    n_coarse = len(res["recovery"]["per_superclass"])
+    """Notebook 01: what was trained, how far it got, and whether it reached the terminal phase.
+
+    Before notebook 03 has measured the clean train accuracy of every checkpoint (a record from
+    `stages.record`), it says so instead of judging the terminal phase.
+    """
+    n_coarse = _n_coarse(res)
     images = f" on {res['train_size']:,} train images" if res.get("train_size") else ""
     recipe = _recipe(res)
+    device = f", on {res['device']}" if res.get("device") else ""
     parts = [
         f"The `{res['profile']}` run trains a CIFAR ResNet-18 of width {res['width']} on the "
         f"{n_coarse} super-classes of the `{res['mapping']}` mapping for {res['epochs']} epochs"
-        f"{images}, {_seeds_phrase(res)}, on {res['device']}" + (f": {recipe}." if recipe else "."),
-        f"The coarse model reaches {acc(res['coarse'], 'test_acc')} {n_coarse}-way test accuracy "
-        f"and {pct(res['coarse']['train_acc'])} clean train accuracy.",
+        f"{images}, {_seeds_phrase(res)}{device}" + (f": {recipe}." if recipe else "."),
     ]
-    if res.get("baseline"):
+    coarse = res.get("coarse") or {}
+    if coarse.get("test_acc") is not None:
+        clean = (f" and {pct(coarse['train_acc'])} clean train accuracy"
+                 if coarse.get("train_acc") is not None else "")
+        parts.append(f"The coarse model reaches {acc(coarse, 'test_acc')} {n_coarse}-way test "
+                     f"accuracy{clean}.")
+    if (res.get("baseline") or {}).get("test_acc") is not None:
         parts.append(f"The same network trained with the same recipe on the {_n_fine(res)} fine "
                      f"labels reaches {acc(res['baseline'], 'test_acc')} test accuracy.")
-    parts.append(phase_sentence(res))
+    if res.get("history"):
+        parts.append(phase_sentence(res))
+    else:
+        parts.append("Whether the run reached the terminal phase is decided on its clean "
+                     "(eval-mode) train accuracy at every checkpoint, which notebook 03 measures.")
     return " ".join(parts)
+
+
+def features(res: dict[str, Any], files: list[Path]) -> str:
+    """Notebook 02: what was extracted, or why a published run has no features."""
+    if not files:
+        return ("This run is published from its logs only: its checkpoints and features stayed "
+                "on the machine that trained it, so notebooks 03-05 read their numbers from "
+                "`collapse.json`, `recovery.json`, `results.json` and `compact.npz`.")
+    size = sum(Path(f).stat().st_size for f in files) / 2**20
+    return (f"{len(files)} feature files ({size:,.0f} MiB): every checkpoint of "
+            f"{' and '.join(_models(res))}, {8 * res['width']}-dimensional float32 "
+            f"penultimate features of the train and test images, computed in eval mode without "
+            f"augmentation, with the head's predictions and weights.")
+
+
+def _models(res: dict[str, Any]) -> list[str]:
+    """'the coarse model', 'the 10-label baseline' as the run trained them."""
+    out = ["the coarse model"]
+    if (res.get("config") or {}).get("train_baseline", res.get("baseline") is not None):
+        out.append(f"the {_n_fine(res)}-label baseline")
+    return out
 
 
 def _n_fine(res: dict[str, Any]) -> int:
@@ -192,7 +235,8 @@ def collapse(res: dict[str, Any]) -> str:
         if fine:
             text += f", and against the fine labels from {fine[0][1]:.3g} to {fine[-1][1]:.3g}"
         parts.append(text + ".")
-    end = res["nc"]["coarse"]
+    end = (res.get("nc") or {}).get("coarse") or (res["history"][-1]["nc"]["coarse"]
+                                                  if res.get("history") else {})
     named = (("NC2 equinorm", "nc2_equinorm", ".3g"), ("NC2 equiangularity", "nc2_equiangular",
              ".3g"), ("NC3", "nc3", ".3g"))
     found = [f"{label} {end[key]:{fmt}}" for label, key, fmt in named if end.get(key) is not None]
