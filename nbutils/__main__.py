@@ -79,6 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     feats.add_argument("--seed", type=int, default=0)
     feats.add_argument("--feature-norm", dest="feature_norm", default="l2",
                        help="none | l2 | center_l2 | standardize")
+    intervals = sub.add_parser("intervals", help="add the bootstrap intervals (ci95) to published "
+                                                 "results.json files, in place")
+    intervals.add_argument("results_json", nargs="+", metavar="RESULTS_JSON")
+    seeds = sub.add_parser("seeds", help="mean and sd over the seeds of one profile's runs")
+    seeds.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    seeds.add_argument("--out", required=True, help="e.g. figures/cpu/seeds.json")
     sub.choices["reproduce"].add_argument("--publish-dir", dest="publish_dir")
     sub.choices["train"].add_argument(
         "--models", help="coarse,baseline (default: coarse, and baseline if train_baseline)"
@@ -182,6 +188,23 @@ def main(argv: list[str] | None = None) -> int:
             print("\n".join([*summary_lines(result), f"written to {out}"]))
         elif args.command == "render":
             cmd_render(args)
+        elif args.command == "intervals":
+            from pathlib import Path
+
+            from nbutils.results import add_published_intervals
+
+            for path in args.results_json:
+                missing = add_published_intervals(Path(path)).get("not_recomputed", {})
+                print(f"{path}: ci95 added" + (f"; not recomputed: {', '.join(missing)}"
+                                               if missing else ""))
+        elif args.command == "seeds":
+            from pathlib import Path
+
+            from nbutils.seeds import write_seeds
+
+            summary = write_seeds([Path(d) for d in args.run_dirs], Path(args.out))
+            print(f"{args.out}: profile {summary['profile']}, seeds {summary['seeds']}, "
+                  f"{len(summary['summary'])} quantities")
         elif args.command == "readme":
             changed = results.update_readme(REPO / "README.md", FIGURES_DIR)
             print("README.md results table " + ("updated" if changed else "already up to date"))

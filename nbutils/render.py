@@ -54,6 +54,11 @@ def recovery_figure(cfg: RunConfig, res: dict[str, Any]) -> Figure:
     return titled(viz.plot_recovery_over_epochs(res["history"], ctrl, base), cfg)
 
 
+def variants_figure(cfg: RunConfig, res: dict[str, Any]) -> Figure:
+    """The test variants (a)-(d) beside the baseline, a control and the paper, with intervals."""
+    return titled(viz.plot_recovery_variants(res), cfg)
+
+
 def results_figure(res: dict[str, Any]) -> Figure:
     """The results table as a figure."""
     return viz.plot_results_table(table_rows(res), title=table_title(res))
@@ -88,6 +93,7 @@ def render_run(cfg: RunConfig, umap: bool = True) -> list[Path]:
         "nc_over_epochs": nc_figure(cfg, load_json(model_dir(cfg, "coarse") / "collapse.json")),
         "results_table": results_figure(res),
         "recovery_over_epochs": recovery_figure(cfg, res),
+        "recovery_variants": variants_figure(cfg, res),
         "confusion_matrix": confusion_figure(cfg, compact["test_fine"],
                                              compact["test_pred_pred_coarse"],
                                              compact["fine_to_coarse"]),

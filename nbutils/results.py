@@ -1,7 +1,8 @@
-"""results.json (SPEC 10) and its markdown table, assembled from a run's artifacts."""
+"""results.json (`docs/protocol.md` section 10), its intervals and markdown tables."""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,10 +17,36 @@ from nbutils.runs import (
     save_json,
     versions,
 )
+from nbutils.seeds import flatten
+from nbutils.stats import bootstrap_count_ci, count_of
 
 PAPER_TEST_ACC = 0.93
 NC_KEYS = ("nc1", "nc1_unnormalised", "nc2_equinorm", "nc2_equiangular", "nc2_etf_distance",
            "nc3", "nc4")
+# A table cell: (results record, seeds summary or None) -> text.
+Cell = Callable[..., str]
+N_BOOT, CI_SEED = 1000, 0
+CI95_METHOD = (f"percentile bootstrap over images, {N_BOOT} resamples, seed {CI_SEED}; test-set "
+               "sampling only (train-set for train accuracies), not seed-to-seed spread")
+_TRAIN, _TEST = "train_size", "test_size"
+# (block, ((accuracy key, the results key of the number of images it averages over), ...))
+CI_KEYS: tuple[tuple[tuple[str, ...], tuple[tuple[str, str], ...]], ...] = (
+    (("coarse",), (("train_acc", _TRAIN), ("test_acc", _TEST))),
+    (("baseline",), (("train_acc", _TRAIN), ("test_acc", _TEST))),
+    (("recovery",), (("train_cluster_acc", _TRAIN), ("test_acc_true_coarse", _TEST),
+                     ("test_acc_pred_coarse", _TEST), ("test_cluster_acc_true_coarse", _TEST),
+                     ("test_cluster_acc_pred_coarse", _TEST), ("linear_probe_test_acc", _TEST))),
+    (("controls", "random_init"), (("test_acc_true_coarse", _TEST),)),
+    (("controls", "raw_pixels"), (("test_acc_true_coarse", _TEST),)),
+)
+# Recovery metrics added after some runs were published, and what each is.
+LATER_METRICS = {
+    "test_cluster_acc_true_coarse": "variant (c), k-means on the test features of each true "
+                                    "super-class",
+    "test_cluster_acc_pred_coarse": "variant (d), k-means on the test features of each "
+                                    "predicted super-class",
+    "nmi_within_superclass": "NMI of the train clustering within each super-class",
+}
 
 
 def _final(cfg: RunConfig, model: str) -> dict[str, Any]:
@@ -33,7 +60,7 @@ def _train_seconds(cfg: RunConfig, model: str) -> float:
 
 
 def build_results(cfg: RunConfig) -> dict[str, Any]:
-    """The SPEC 10 record of a run whose stages 01-04 have finished."""
+    """The results record of a run whose stages 01-04 have finished, with its intervals."""
     coarse = _final(cfg, "coarse")
     history = load_history(cfg)
     ctrl = load_json(Path(cfg.run_dir) / "controls.json")
@@ -68,7 +95,62 @@ def build_results(cfg: RunConfig) -> dict[str, Any]:
     if baseline:
         out["ratio_to_baseline"] = recovery["test_acc_pred_coarse"] / baseline["test_acc"]
         out["history_baseline"] = load_json(model_dir(cfg, "baseline") / "collapse.json")
+    return with_intervals(out)
+
+
+def _section(res: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any] | None:
+    """The block of res at `path` (e.g. ("controls", "random_init")), None where it is missing."""
+    node: Any = res
+    for key in path:
+        node = node.get(key) if isinstance(node, dict) else None
+    return node if isinstance(node, dict) else None
+
+
+def with_intervals(res: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a results record with `ci95` intervals beside each accuracy of CI_KEYS.
+
+    Each interval is the percentile bootstrap of the accuracy over the images it averages
+    (nbutils.stats: it needs only the count, recovered from the accuracy and the set size), so
+    it is the same whether computed at analysis time or later from a published file. A missing
+    or None accuracy gets no interval; an existing `ci95` entry is replaced in place.
+    """
+    out = copy.deepcopy(res)
+    for path, keys in CI_KEYS:
+        block = _section(out, path)
+        if block is None:
+            continue
+        ci = {}
+        for key, size in keys:
+            if block.get(key) is not None:
+                n = out[size]
+                ci[key] = list(bootstrap_count_ci(count_of(block[key], n), n, N_BOOT, CI_SEED))
+        if ci:
+            block["ci95"] = ci
+    out["ci95_method"] = CI95_METHOD
     return out
+
+
+def not_recomputed(res: dict[str, Any]) -> dict[str, str]:
+    """Why each metric of LATER_METRICS that a published record lacks cannot be added to it."""
+    missing = [k for k in LATER_METRICS if k not in res["recovery"]]
+    why = (f"added to the analysis after this run, and computing it needs the run's "
+           f"penultimate-layer features (coarse model, epoch {res['epochs']}), which were not "
+           f"published (only JSON logs and compact.npz); re-running the `{res['profile']}` "
+           f"profile (training, then `python -m nbutils analyze`) computes it")
+    return {f"recovery.{k}": f"{LATER_METRICS[k]}: {why}" for k in missing}
+
+
+def add_published_intervals(path: Path) -> dict[str, Any]:
+    """Add the ci95 entries, and `not_recomputed`, to a published results.json in place.
+
+    Everything else keeps its content and key order; new keys go at the end of their block.
+    """
+    res = with_intervals(load_json(path))
+    missing = not_recomputed(res)
+    if missing:
+        res["not_recomputed"] = missing
+    save_json(path, res)
+    return res
 
 
 def _pct(x: float | None) -> str:
@@ -76,41 +158,88 @@ def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
 
 
-def _wall(res: dict[str, Any]) -> str:
-    """Training wall time of both models, in minutes."""
+def _wall(res: dict[str, Any], seeds: dict[str, Any] | None = None) -> str:
+    """Training wall time of both models, in minutes (of the published run, never averaged)."""
     w = res["wall_seconds"]
     return f"{(w['train'] + (w['baseline'] or 0)) / 60:.1f} min"
 
 
-ROWS: tuple[tuple[str, Callable[[dict[str, Any]], str]], ...] = (
-    ("coarse (5-way) test accuracy", lambda r: _pct(r["coarse"]["test_acc"])),
-    ("coarse train accuracy (eval mode)", lambda r: _pct(r["coarse"]["train_acc"])),
-    ("recovered 10-way, train clustering", lambda r: _pct(r["recovery"]["train_cluster_acc"])),
-    ("recovered 10-way test, true coarse (3a)",
-     lambda r: _pct(r["recovery"]["test_acc_true_coarse"])),
-    ("**recovered 10-way test, predicted coarse (3b)**",
-     lambda r: _pct(r["recovery"]["test_acc_pred_coarse"])),
-    ("**10-label baseline test accuracy**", lambda r: _pct((r["baseline"] or {}).get("test_acc"))),
-    ("ratio 3b / baseline",
-     lambda r: "-" if r.get("ratio_to_baseline") is None else f"{r['ratio_to_baseline']:.3f}"),
-    ("linear probe on recovered labels (test)",
-     lambda r: _pct(r["recovery"]["linear_probe_test_acc"])),
-    ("NMI / ARI (train)", lambda r: f"{r['recovery']['nmi']:.3f} / {r['recovery']['ari']:.3f}"),
-    ("control: random-init features (3a)",
-     lambda r: _pct(r["controls"]["random_init"]["test_acc_true_coarse"])),
-    ("control: raw pixels (3a)",
-     lambda r: _pct(r["controls"]["raw_pixels"]["test_acc_true_coarse"])),
-    ("NC1 coarse / fine (end of training)",
-     lambda r: f"{r['nc']['coarse']['nc1']:.3g} / {r['nc']['fine']['nc1']:.3g}"),
+def _interval(block: dict[str, Any] | None, key: str) -> str:
+    """' [low, high]' in percent from the block's ci95 entry for key; '' when it has none."""
+    ci = ((block or {}).get("ci95") or {}).get(key)
+    return "" if ci is None else f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
+
+
+def _seed_stat(seeds: dict[str, Any], dotted: str) -> dict[str, Any] | None:
+    """The over-seeds summary of a dotted quantity in a seeds summary, if it has one."""
+    return seeds["summary"].get(dotted)
+
+
+def _acc(*path: str) -> Cell:
+    """Cell of the accuracy at `path`: value (mean ± sd over seeds if given) and its interval."""
+    def cell(res: dict[str, Any], seeds: dict[str, Any] | None = None) -> str:
+        """The formatted accuracy."""
+        block = _section(res, path[:-1])
+        if seeds is None:
+            value = (block or {}).get(path[-1])
+            return "-" if value is None else _pct(value) + _interval(block, path[-1])
+        stat = _seed_stat(seeds, ".".join(path))
+        if stat is None:
+            return "-"
+        spread = "" if stat["sd"] is None else f" ± {100 * stat['sd']:.1f}"
+        return _pct(stat["mean"]) + spread + _interval(block, path[-1])
+    return cell
+
+
+def _number(*paths: str, fmt: str = ".3f") -> Cell:
+    """Cell of one or more plain numbers (dotted paths) joined by ' / ', mean ± sd over seeds."""
+    def one(res: dict[str, Any], seeds: dict[str, Any] | None, dotted: str) -> str:
+        """One number formatted, '-' when missing."""
+        if seeds is not None:
+            stat = _seed_stat(seeds, dotted)
+            if stat is None:
+                return "-"
+            spread = "" if stat["sd"] is None else f" ± {stat['sd']:{fmt}}"
+            return f"{stat['mean']:{fmt}}{spread}"
+        *head, key = dotted.split(".")
+        value = (_section(res, tuple(head)) or {}).get(key)
+        return "-" if value is None else f"{value:{fmt}}"
+
+    def cell(res: dict[str, Any], seeds: dict[str, Any] | None = None) -> str:
+        """The formatted numbers."""
+        return " / ".join(one(res, seeds, p) for p in paths)
+    return cell
+
+
+ROWS: tuple[tuple[str, Cell], ...] = (
+    ("coarse (5-way) test accuracy", _acc("coarse", "test_acc")),
+    ("coarse train accuracy (eval mode)", _acc("coarse", "train_acc")),
+    ("recovered 10-way, train clustering", _acc("recovery", "train_cluster_acc")),
+    ("recovered 10-way test (a): train centroids, true coarse",
+     _acc("recovery", "test_acc_true_coarse")),
+    ("**recovered 10-way test (b): train centroids, predicted coarse**",
+     _acc("recovery", "test_acc_pred_coarse")),
+    ("recovered 10-way test (c): test clustered within true coarse",
+     _acc("recovery", "test_cluster_acc_true_coarse")),
+    ("recovered 10-way test (d): test clustered within predicted coarse",
+     _acc("recovery", "test_cluster_acc_pred_coarse")),
+    ("**10-label baseline test accuracy**", _acc("baseline", "test_acc")),
+    ("ratio (b) / baseline", _number("ratio_to_baseline")),
+    ("linear probe on recovered labels (test)", _acc("recovery", "linear_probe_test_acc")),
+    ("NMI / ARI (train)", _number("recovery.nmi", "recovery.ari")),
+    ("NMI within super-class (train)", _number("recovery.nmi_within_superclass")),
+    ("control: random-init features (a)", _acc("controls", "random_init", "test_acc_true_coarse")),
+    ("control: raw pixels (a)", _acc("controls", "raw_pixels", "test_acc_true_coarse")),
+    ("NC1 coarse / fine (end of training)", _number("nc.coarse.nc1", "nc.fine.nc1", fmt=".3g")),
     ("training wall time (coarse + baseline)", _wall),
 )
-PAPER_ROW = "**recovered 10-way test, predicted coarse (3b)**"
+PAPER_ROW = "**recovered 10-way test (b): train centroids, predicted coarse**"
 README_PROFILES = ("cpu", "paper")
 README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
 
 
 def table_rows(res: dict[str, Any]) -> list[tuple[str, str]]:
-    """(quantity, value) rows of the key numbers of one results.json."""
+    """(quantity, value) rows of the key numbers of one results.json, with their intervals."""
     return [(label, value(res)) for label, value in ROWS]
 
 
@@ -120,13 +249,20 @@ def table_title(res: dict[str, Any]) -> str:
             f"{res['epochs']} epochs, seed {res['seed']}, {res['device']}")
 
 
+def _interval_note(res: dict[str, Any]) -> str:
+    """What the [..] intervals of a record are, or '' when it has none."""
+    method = res.get("ci95_method")
+    return "" if method is None else f"[..]: 95% interval, {method}."
+
+
 def markdown_table(res: dict[str, Any]) -> str:
     """The key numbers of one results.json as a markdown table."""
     head = table_title(res) + "\n\n"
     lines = ["| quantity | value |", "| --- | --- |"]
     lines += [f"| {q} | {v} |" for q, v in table_rows(res)]
-    lines.append(f"| paper's figure (ResNet-18 w=64, GPU), 3b | {100 * PAPER_TEST_ACC:.0f}% |")
-    return head + "\n".join(lines) + "\n"
+    lines.append(f"| paper's figure (ResNet-18 w=64, GPU), (b) | {100 * PAPER_TEST_ACC:.0f}% |")
+    note = _interval_note(res)
+    return head + "\n".join(lines) + "\n" + (f"\n{note}\n" if note else "")
 
 
 def write_results(cfg: RunConfig) -> dict[str, Any]:
@@ -138,21 +274,85 @@ def write_results(cfg: RunConfig) -> dict[str, Any]:
     return res
 
 
+def _load_seeds(folder: Path, res: dict[str, Any]) -> dict[str, Any] | None:
+    """figures/<profile>/seeds.json if present; ValueError if it is not of res's runs."""
+    path = folder / "seeds.json"
+    if not path.is_file():
+        return None
+    seeds = load_json(path)
+    same = all(seeds.get(k) == res[k] for k in ("profile", "mapping", "width", "epochs"))
+    if not same or seeds["per_seed"].get(str(res["seed"])) != flatten(res):
+        raise ValueError(f"{path} does not summarise the run of {folder / 'results.json'} "
+                         f"(profile, mapping, width, epochs, or the numbers of its seed "
+                         f"{res['seed']} differ); rebuild it with `python -m nbutils seeds`")
+    return seeds
+
+
+def _column_head(profile: str, res: dict[str, Any] | None, seeds: dict[str, Any] | None) -> str:
+    """The README column head of one profile."""
+    if res is None:
+        return f"`{profile}`: no run committed yet"
+    if seeds is None:
+        return f"`{profile}`: w={res['width']}, {res['epochs']} epochs, {res['device']}"
+    return (f"`{profile}`: w={res['width']}, {res['epochs']} epochs, {len(seeds['seeds'])} seeds, "
+            f"mean ± sd")
+
+
+def _footnotes(found: dict[str, dict], seeds: dict[str, dict | None]) -> list[str]:
+    """The lines under the README table: intervals, seed spreads, numbers not recomputed."""
+    notes = []
+    methods = {res["ci95_method"] for res in found.values() if "ci95_method" in res}
+    if methods:
+        notes.append(f"[..]: 95% interval, {' / '.join(sorted(methods))}.")
+    for p, s in seeds.items():
+        if s is None:
+            continue
+        listed = ", ".join(str(x) for x in s["seeds"])
+        notes.append(
+            f"`{p}`: mean ± sample standard deviation (ddof=1, in percentage points for "
+            f"accuracies) over the {len(s['seeds'])} training seeds {listed}; the [..] intervals "
+            f"and the wall time are those of the seed-{found[p]['seed']} run alone "
+            f"(`figures/{p}/results.json`), its test-set (train-set for train accuracies) "
+            f"bootstrap intervals.")
+    for p, res in found.items():
+        if "ci95_method" not in res:
+            notes.append(f"`{p}`: no [..] intervals; its results.json predates them "
+                         f"(`python -m nbutils intervals` adds them).")
+        notes += _missing_note(p, res.get("not_recomputed") or not_recomputed(res))
+    return notes
+
+
+def _missing_note(profile: str, missing: dict[str, str]) -> list[str]:
+    """The footnote on a profile's numbers shown as - because they were not recomputed."""
+    if not missing:
+        return []
+    keys = ", ".join(f"`{k}`" for k in missing)
+    whys = {text.split(": ", 1)[-1] for text in missing.values()}
+    if len(whys) == 1:
+        return [f"`{profile}`: - where a value was not recomputed: {keys}. Each was "
+                f"{whys.pop()}."]
+    return [f"`{profile}`: `{k}` is shown as - (not recomputed): {text}." for k, text in
+            missing.items()]
+
+
 def readme_table(figures_dir: Path) -> str:
     """Markdown table of the published profiles' results beside the paper's figure."""
     found = {p: load_json(figures_dir / p / "results.json") for p in README_PROFILES
              if (figures_dir / p / "results.json").is_file()}
-    heads = [f"`{p}`: " + (f"w={found[p]['width']}, {found[p]['epochs']} epochs, "
-                           f"{found[p]['device']}" if p in found else "no run committed yet")
-             for p in README_PROFILES]
+    seeds = {p: _load_seeds(figures_dir / p, res) for p, res in found.items()}
+    heads = [_column_head(p, found.get(p), seeds.get(p)) for p in README_PROFILES]
     lines = ["| quantity | " + " | ".join(heads) + " | paper (Yang et al. 2023, w=64, GPU) |",
              "| --- |" + " --- |" * (len(heads) + 1)]
     for label, value in ROWS:
-        cells = [value(found[p]) if p in found else "" for p in README_PROFILES]
+        cells = [value(found[p], seeds[p]) if p in found else "" for p in README_PROFILES]
         paper = f"{100 * PAPER_TEST_ACC:.0f}%" if label == PAPER_ROW else ""
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {paper} |")
-    sources = ", ".join(f"`figures/{p}/results.json`" for p in found) or "no results file yet"
-    return "\n".join(lines) + f"\n\nSource: {sources}; rebuilt by `python -m nbutils readme`.\n"
+    notes = "".join(f"\n{n}\n" for n in _footnotes(found, seeds))
+    used = [f"`figures/{p}/results.json`" for p in found]
+    used += [f"`figures/{p}/seeds.json`" for p in found if seeds[p] is not None]
+    sources = ", ".join(used) or "no results file yet"
+    return ("\n".join(lines) + "\n" + notes
+            + f"\nSource: {sources}; rebuilt by `python -m nbutils readme`.\n")
 
 
 def update_readme(readme: Path, figures_dir: Path) -> bool:

@@ -41,6 +41,7 @@ __all__ = [
     "plot_grid_heatmap",
     "plot_nc_over_epochs",
     "plot_recovery_over_epochs",
+    "plot_recovery_variants",
     "plot_results_table",
     "plot_training_curves",
     "plot_umap",
@@ -495,4 +496,68 @@ def plot_umap_grid(
         # Below the panel: loc="best" is slow on thousands of points and may hide a cluster.
         _legend(ax, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncols=min(len(names), 3),
                 fontsize="x-small", handletextpad=0.2, columnspacing=0.8)
+    return fig
+
+
+# --------------------------------------------------------------------------- recovery variants
+
+_VARIANTS = (
+    (("recovery", "test_acc_true_coarse"), "(a) train centroids,\ntrue coarse"),
+    (("recovery", "test_acc_pred_coarse"), "(b) train centroids,\npredicted coarse"),
+    (("recovery", "test_cluster_acc_true_coarse"), "(c) test clustered,\ntrue coarse"),
+    (("recovery", "test_cluster_acc_pred_coarse"), "(d) test clustered,\npredicted coarse"),
+    (("baseline", "test_acc"), "10-label\nbaseline"),
+    (("controls", "random_init", "test_acc_true_coarse"), "control: random-init\nfeatures (a)"),
+)
+
+
+def plot_recovery_variants(res: Mapping[str, Any], paper_acc: float | None = None) -> Figure:
+    """Bars of the test variants (a)-(d), the 10-label baseline and the random-init control.
+
+    Error bars are the records' 95% bootstrap intervals (`ci95`); a dashed line marks the
+    paper's accuracy (default `nbutils.results.PAPER_TEST_ACC`); a quantity the record lacks is
+    written "not computed" where its bar would be, not drawn as zero.
+    """
+    if paper_acc is None:
+        # Imported here: nbutils.results imports this module (through nbutils.analysis).
+        from nbutils.results import PAPER_TEST_ACC
+
+        paper_acc = PAPER_TEST_ACC
+    fig, (ax,) = _grid(1, 1, (8.0, 4.0))
+    found = []
+    for i, (path, _) in enumerate(_VARIANTS):
+        block: Any = res
+        for key in path[:-1]:
+            block = block.get(key) if isinstance(block, Mapping) else None
+        block = block if isinstance(block, Mapping) else {}
+        found.append((i, _num(block.get(path[-1])), (block.get("ci95") or {}).get(path[-1])))
+    shown = [(i, v, ci) for i, v, ci in found if np.isfinite(v)]
+    colours = coarse_palette(4) + [(0.2, 0.2, 0.2), (0.65, 0.65, 0.65)]
+    if shown:
+        x = np.array([i for i, _, _ in shown], dtype=float)
+        heights = np.array([v for _, v, _ in shown])
+        # Bars without an interval get a zero-length error bar.
+        low = np.array([v - (ci[0] if ci else v) for _, v, ci in shown])
+        high = np.array([(ci[1] if ci else v) - v for _, v, ci in shown])
+        ax.bar(x, heights, yerr=np.stack([low, high]), capsize=4, width=0.65,
+               color=[colours[i] for i, _, _ in shown], error_kw={"lw": 1.2})
+    lows = [ci[0] if ci else v for _, v, ci in shown]
+    bottom = max(0.0, np.floor((min(lows + [paper_acc]) - 0.05) * 10) / 10)
+    ax.set_ylim(bottom, 1.02)
+    # Values written inside the bars, clear of the error bars and the paper's line.
+    for i, v, _ in shown:
+        ax.text(i, bottom + 0.01, f"{v:.1%}", ha="center", va="bottom", fontsize="small",
+                color="white" if i < 5 else "black", weight="bold")
+    for i, v, _ in found:
+        if not np.isfinite(v):
+            ax.text(i, (bottom + 1.0) / 2, "not\ncomputed", ha="center", va="center",
+                    color="0.45", fontsize="small")
+    ax.axhline(paper_acc, color="black", ls="--", lw=1,
+               label=f"paper (Yang et al. 2023): {paper_acc:.0%}")
+    ax.set_xticks(range(len(_VARIANTS)), [label for _, label in _VARIANTS], fontsize="small")
+    ax.set(title="Fine-label recovery on the test set, with 95% bootstrap intervals",
+           ylabel="10-way test accuracy", xlim=(-0.6, len(_VARIANTS) - 0.4))
+    _percent_axis(ax)
+    ax.grid(False, axis="x")
+    ax.legend(loc="upper right", fontsize="small")
     return fig
