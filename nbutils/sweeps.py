@@ -4,25 +4,32 @@ A run directory is named after mapping, learning rate, weight decay and seed (pl
 parameter a point sets), e.g. `mapping=mod5_lr=0.1_weight_decay=0.0005_seed=0`, under a root shared
 by one setting, so experiments asking for the same run share it: a run whose results.json was made
 with the same configuration is read back, not trained again.
+
+Each point not yet finished is one job of `nbutils.launch` (in this process, in local processes
+or on Slurm, docs/cluster.md); the results are read back from the runs' results.json, so a
+sweep that was stopped resumes where it was when it is called again.
 """
 
 from __future__ import annotations
 
 import re
+import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from nbutils import checks, stages
+from nbutils import checks, launch, stages
 from nbutils.config import TRAINING_KEYS, RunConfig, resolve
-from nbutils.progress import tqdm
-from nbutils.runs import create_run, load_json
+from nbutils.runs import RunLocked, create_run, load_json, run_lock
 
 # Always in a run's name, so that the grid, the hierarchies and the dynamics share their runs.
 NAME_KEYS = ("mapping", "lr", "weight_decay", "seed")
 # What a run's results depend on: training and the analysis of notebooks 02-04. Where it lives,
 # which data copy it reads and how it is executed (e.g. torch.compile) do not change them.
 RESULT_KEYS = (*TRAINING_KEYS, "profile", "n_init", "feature_norm")
+# How often a point run by another process is checked on.
+WAIT_S = 10.0
 
 
 def run_name(cfg: RunConfig, point: dict[str, Any]) -> str:
@@ -72,15 +79,63 @@ def run_point(cfg: RunConfig, progress: bool = False) -> dict[str, Any]:
     return stages.run(cfg, progress=progress)
 
 
+def in_use(cfg: RunConfig) -> str | None:
+    """Who holds the run directory's lock when another live process does, else None."""
+    try:
+        with run_lock(cfg.run_dir):
+            return None
+    except RunLocked as err:
+        return str(err)
+
+
+def wait_free(cfgs: list[RunConfig]) -> None:
+    """Block until no other process holds the lock of any of these runs."""
+    busy = [(cfg, in_use(cfg)) for cfg in cfgs]
+    for _, holder in busy:
+        if holder:
+            print(f"waiting: {holder}", file=sys.stderr)
+    while any(holder for _, holder in busy):
+        time.sleep(WAIT_S)
+        busy = [(cfg, in_use(cfg)) for cfg, holder in busy if holder]
+
+
+def result(cfg: RunConfig) -> dict[str, Any]:
+    """The point's results.json; RuntimeError when it has none made with this configuration."""
+    done = finished(cfg)
+    if done is None:
+        raise RuntimeError(f"{cfg.run_dir}: no results.json made with this configuration after "
+                           "its job ended; another process may have rewritten the run")
+    return done
+
+
 def run_sweep(
     points: list[dict[str, Any]], profile: str = "exp", root: str | Path | None = None,
-    progress: bool = True, **common: Any,
+    progress: bool = True, launcher: str = "local", jobs: int = 1,
+    slurm: dict[str, Any] | str | None = None, **common: Any,
 ) -> list[dict[str, Any]]:
-    """results.json of every point, running the stages for those not yet finished."""
+    """results.json of every point, running the stages of those not yet finished.
+
+    Each unfinished point is a job of `launcher` (launch.LAUNCHERS): `local` (the default)
+    runs up to `jobs` points at once, each in its own process, so a crash or a kill of one
+    training leaves the notebook's kernel and the other points alone, the kernel does not
+    keep every run's data and model in memory, and a sweep runs exactly as it would on a
+    cluster; `slurm` submits them as one array job with the `slurm` parameters
+    (launch.SLURM_KEYS); `inline` runs them one by one in this process, for a debugger or a
+    quick test. A finished point is read back, not run; a point whose run directory another
+    live process holds (a job of an earlier call) is not submitted again but waited for.
+    """
+    launch.check(launcher, jobs, slurm)
     root = Path(root) if root not in (None, "") else Path("runs") / "experiments" / profile
     cfgs = sweep_configs(points, profile, root, **common)
-    return [run_point(cfg) for cfg in tqdm(cfgs, desc=f"sweep {root.name}", unit="run",
-                                           disable=not progress)]
+    todo = [cfg for cfg in cfgs if finished(cfg) is None]
+    while todo:
+        busy = [cfg for cfg in todo if in_use(cfg)]
+        launch.run_jobs(run_point, [cfg for cfg in todo if cfg not in busy], root, launcher,
+                        jobs, slurm, progress, desc=f"sweep {root.name}")
+        wait_free(busy)
+        # A holder that stopped before finishing leaves its point to the next round.
+        todo = [cfg for cfg in busy if finished(cfg) is None]
+    return [result(cfg) for cfg in cfgs]
 
 
 def grid_points(
