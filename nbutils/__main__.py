@@ -12,7 +12,7 @@ import torch.distributed as dist
 from nbutils import results, stages
 from nbutils.config import PARAMETERS, PROFILES, resolve
 from nbutils.distributed import preflight
-from nbutils.paths import FIGURES_DIR, REPO
+from nbutils.paths import REPO
 from nbutils.runs import check_run_dir, create_run, load_run
 from nbutils.train import load_run_data
 
@@ -60,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--force", action="store_true",
                        help="overwrite a run directory made with a different configuration")
         p.add_argument("--no-progress", dest="progress", action="store_false")
-    sub.add_parser("readme", help="rebuild the README results table from figures/*/results.json")
+    sub.add_parser("readme", help="rebuild the README results table and docs/results.md's "
+                                  "summaries from figures/*/results.json")
     render = sub.add_parser("render", help="draw a finished run's figures without its features "
                                            "(e.g. a run analysed on a GPU box and copied back)")
     render.add_argument("--run-dir", dest="run_dir", required=True)
@@ -86,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     seeds.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     seeds.add_argument("--out", required=True, help="e.g. figures/cpu/seeds.json")
     sub.choices["reproduce"].add_argument("--publish-dir", dest="publish_dir")
+    sub.choices["reproduce"].add_argument(
+        "--yes", action="store_true",
+        help="run even when the estimated cost on this machine passes 2 hours")
     sub.choices["train"].add_argument(
         "--models", help="coarse,baseline (default: coarse, and baseline if train_baseline)"
     )
@@ -141,7 +145,7 @@ def cmd_render(args: argparse.Namespace) -> None:
     """Draw a finished run's figures from its JSON artifacts and compact.npz; maybe publish."""
     from pathlib import Path
 
-    from nbutils.render import render_run
+    from nbutils.plots import render_run
 
     cfg = load_run(args.run_dir)
     for path in render_run(cfg, umap=args.umap):
@@ -175,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
             from nbutils.reproduce import reproduce
 
             reproduce(args.profile, run_dir=args.run_dir, force=args.force,
-                      publish_dir=args.publish_dir, resume=args.resume, **common_overrides(args))
+                      publish_dir=args.publish_dir, resume=args.resume, yes=args.yes,
+                      **common_overrides(args))
         elif args.command == "train":
             cmd_train(args)
         elif args.command == "feature-norms":
@@ -206,8 +211,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{args.out}: profile {summary['profile']}, seeds {summary['seeds']}, "
                   f"{len(summary['summary'])} quantities")
         elif args.command == "readme":
-            changed = results.update_readme(REPO / "README.md", FIGURES_DIR)
-            print("README.md results table " + ("updated" if changed else "already up to date"))
+            changed = stages.refresh_docs()
+            print("updated: " + (", ".join(str(p.relative_to(REPO)) for p in changed)
+                                 if changed else "nothing, already up to date"))
         else:
             cmd_analyze(args)
     except Exception as err:

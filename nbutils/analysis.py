@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -18,7 +19,6 @@ from nbutils.progress import tqdm
 from nbutils.recovery import FEATURE_NORMS, Recovery, raw_pixel_features, recover_fine_labels
 from nbutils.runs import compact_path, load_json, model_dir, record_time, save_json, save_npz
 from nbutils.train import RunData
-from nbutils.viz import umap_embedding
 
 # The labels each model is trained on, against which its collapse is measured.
 LABELS_OF_MODEL = {"coarse": "coarse", "baseline": "fine"}
@@ -32,7 +32,7 @@ def clean_accuracy(feats: dict[str, np.ndarray], model: str, split: str) -> floa
 
 
 def collapse_at(cfg: RunConfig, model: str, epoch: int) -> dict[str, Any]:
-    """The NC metrics (docs/protocol.md, section 5) of one checkpoint's train features, plus its clean accuracies."""
+    """NC metrics (docs/protocol.md, section 5) of one checkpoint, plus its clean accuracies."""
     f = load_features(cfg, model, epoch)
     report = collapse_report(
         f["train_features"], f["train_fine"], f["fine_to_coarse"], LABELS_OF_MODEL[model],
@@ -53,7 +53,7 @@ def collapse_history(cfg: RunConfig, model: str, progress: bool = True) -> list[
 
 
 def recover(cfg: RunConfig, feats: dict[str, np.ndarray], use_pred: bool) -> Recovery:
-    """The recovery protocol (docs/protocol.md, section 4) on one feature file (variant b only where the head predicts coarse)."""
+    """Recovery (docs/protocol.md, section 4) of one feature file; (b)/(d) if coarse heads."""
     return recover_fine_labels(
         feats["train_features"], feats["train_fine"], feats["test_features"], feats["test_fine"],
         feats["fine_to_coarse"], test_coarse_pred=feats["test_pred"] if use_pred else None,
@@ -96,6 +96,27 @@ def load_history(cfg: RunConfig) -> list[dict]:
     return [{"epoch": e, "coarse_train_acc": nc[e]["train_acc"],
              "coarse_test_acc": nc[e]["test_acc"], "nc": nc[e]["nc"],
              "recovery": rec[e]["recovery"]} for e in sorted(nc) if e in rec]
+
+
+def umap_embedding(
+    features: np.ndarray,
+    n_neighbors: int = 15,
+    min_dist: float = 0.1,
+    seed: int = 0,
+    metric: str = "euclidean",
+) -> np.ndarray:
+    """Embed ``features`` (N x D) in 2-D with UMAP; a fixed seed makes it deterministic."""
+    # Imported here: importing umap compiles numba code and takes seconds, and only this
+    # function (notebook 05) needs it.
+    import umap
+
+    x = np.asarray(features, dtype=np.float32)
+    reducer = umap.UMAP(n_neighbors=min(n_neighbors, len(x) - 1), min_dist=min_dist,
+                        random_state=seed, metric=metric, n_components=2)
+    with warnings.catch_warnings():
+        # A fixed random_state forces one thread; umap warns about it every call.
+        warnings.filterwarnings("ignore", message=".*n_jobs value.*overridden.*")
+        return np.asarray(reducer.fit_transform(x), dtype=np.float32)
 
 
 def umap_sample(cfg: RunConfig, feats: dict[str, np.ndarray]) -> np.ndarray:

@@ -27,7 +27,10 @@ def integer(name: str, value: Any, least: int = 1, most: int | None = None) -> i
 
 def positive_int(name: str, value: Any) -> int:
     """`value` as an int >= 1, or ValueError naming `name`."""
-    return integer(name, value, least=1)
+    ok = isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+    if not ok or value < 1:
+        raise ValueError(f"{name}: must be a positive integer, got {value!r}")
+    return int(value)
 
 
 def number(name: str, value: Any, allow_zero: bool = True, positive: bool = False) -> float:

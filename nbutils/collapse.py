@@ -386,7 +386,7 @@ def collapse_report(
     head_bias: Array | None = None,
     batch_size: int = 8192,
 ) -> dict[str, dict]:
-    """All the metrics of docs/protocol.md, section 5, of one feature set, against coarse and fine labels.
+    """Every NC metric (docs/protocol.md, section 5) against coarse and fine labels.
 
     One streaming pass builds the fine moments (the coarse ones are derived exactly from them);
     one more batched pass computes NC4. The head, and with it ``nc3``, ``nc2_equinorm_head``

@@ -205,7 +205,7 @@ def stratified_subset(labels: np.ndarray, per_class: int, seed: int) -> np.ndarr
 def coarse_mapping(
     spec: str | list[int] | tuple[int, ...], dataset: str = "cifar10", train: Split | None = None
 ) -> np.ndarray:
-    """Fine label -> super-class array for a mapping name (docs/protocol.md, section 2) or an explicit list."""
+    """Fine label -> super-class array of a mapping name or an explicit list (protocol, s. 2)."""
     k = NUM_FINE.get(dataset)
     if k is None:
         raise DataError(f"dataset: unknown value {dataset!r}; allowed: {', '.join(DATASETS)}")

@@ -1,7 +1,7 @@
 """Experiments beyond the headline: summaries over seeds, dynamics, hierarchies, 20-label split.
 
 Everything here reads the results.json of finished runs (see sweeps.py) or, for the split,
-trains through train.train_model on relabelled data; plots live in expfigures.py.
+trains through train.train_model on relabelled data; plots live in nbutils.plots.experiments.
 """
 
 from __future__ import annotations

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from sklearn.metrics import normalized_mutual_info_score
 
-from nbutils import viz
 from nbutils.collapse import collapse_report
+from nbutils.plots import charts
 from nbutils.recovery import FEATURE_NORMS, recover_fine_labels
 from nbutils.runs import save_json, save_npz
 
@@ -361,7 +361,7 @@ def save_figures(result: dict[str, Any], test_labels: np.ndarray, out: Path) -> 
     names = [f"{f} (s{c})" for f, c in result["fine_to_coarse"].items()]
     true = np.searchsorted(fine_ids, test_labels)
     pred = np.searchsorted(fine_ids, result["labels"]["test_pred_true_coarse"])
-    confusion = viz.plot_confusion(true, pred, names,
+    confusion = charts.plot_confusion(true, pred, names,
                                    title="recovered fine labels, (a) true super-class")
     rec, coarse = result["recovery"], list(result["chance"]["per_superclass"])
     rows = {"train clustering": rec["per_superclass_train"], "test (a)": rec["per_superclass"],
@@ -369,10 +369,11 @@ def save_figures(result: dict[str, Any], test_labels: np.ndarray, out: Path) -> 
             "chance (1/m)": result["chance"]["per_superclass"]}
     values = [[np.nan if v[s] is None else v[s] for s in coarse]
               for v in rows.values() if v is not None]
-    bars = viz.plot_grid_heatmap(np.array(values), [k for k, v in rows.items() if v is not None],
+    bars = charts.plot_grid_heatmap(np.array(values), [k for k, v in rows.items() if v is not None],
                                  coarse, "recovery per super-class", xlabel="super-class")
-    return [viz.save_figure(confusion, out / "figures" / "confusion_a.png"),
-            viz.save_figure(bars, out / "figures" / "per_superclass.png")]
+    charts.save_fig(confusion, out / "figures", "confusion_a")
+    charts.save_fig(bars, out / "figures", "per_superclass")
+    return [out / "figures" / "confusion_a.png", out / "figures" / "per_superclass.png"]
 
 
 def default_out(path: str | os.PathLike) -> Path:

@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from nbutils import analysis, features, results
+from nbutils import analysis, features, narrative, results
 from nbutils.config import RunConfig, resolve
 from nbutils.paths import FIGURES_DIR, REPO
 from nbutils.runs import (
@@ -198,5 +198,13 @@ def publish(cfg: RunConfig, dest: Path) -> Path:
         if (run / rel).is_file():
             copy_atomic(run / rel, dest / "logs" / rel)
     if dest.resolve().parent == FIGURES_DIR.resolve():
-        results.update_readme(REPO / "README.md", FIGURES_DIR)
+        refresh_docs()
     return dest
+
+
+def refresh_docs() -> list[Path]:
+    """Rebuild the README's results table and the generated paragraphs of docs/results.md."""
+    changed = [path for path, update in ((REPO / "README.md", results.update_readme),
+                                         (REPO / "docs" / "results.md", narrative.update_docs))
+               if update(path, FIGURES_DIR)]
+    return changed

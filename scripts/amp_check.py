@@ -1,4 +1,5 @@
-"""Does bf16 autocast keep the accuracy? (docs/protocol.md, section 8: keep it only within half a point of float32.)
+"""Does bf16 autocast keep the accuracy? (docs/protocol.md, section 8:
+keep it only within half a point of float32.)
 
 Trains the coarse model of a profile with `amp=bf16` and `amp=off` for each seed, on a
 validation split carved out of train (`val_per_class` images per class; the test set is not
@@ -62,7 +63,8 @@ def main() -> None:
     diffs = [b - f for b, f in zip(acc["bf16"], acc["off"], strict=True)]
     mean_diff = statistics.mean(diffs)
     save_json(Path(args.out), {
-        "question": "bf16 autocast against float32: coarse validation accuracy (docs/protocol.md, section 8)",
+        "question": ("bf16 autocast against float32: coarse validation accuracy "
+                     "(docs/protocol.md, section 8)"),
         "profile": args.profile, "epochs": args.epochs, "seeds": args.seeds,
         "val_per_class": args.val_per_class, "runs": rows,
         "val_acc_bf16_minus_fp32": diffs, "mean_difference": mean_diff,

@@ -11,6 +11,7 @@ import pytest
 from nbutils import experiments as ex
 from nbutils import sweeps
 from nbutils.config import resolve
+from nbutils.paths import runs_root
 from nbutils.runs import features_path, save_json, save_npz
 
 
@@ -166,9 +167,10 @@ def test_run_names_share_runs_across_experiments() -> None:
     grid = sweeps.sweep_configs(sweeps.grid_points([0.1], [5e-4], [0]), "exp", "root")
     hier = sweeps.sweep_configs(sweeps.mapping_points({"mod5": [0]}), "exp", "root")
     name = "mapping=mod5_lr=0.1_weight_decay=0.0005_seed=0"
-    assert grid[0].run_dir == hier[0].run_dir == f"root/{name}"
+    assert grid[0].run_dir == hier[0].run_dir == str(runs_root() / "root" / name)
     rand = sweeps.sweep_configs([{"mapping": "random:2", "seed": 1}], "exp", "r")
-    assert rand[0].run_dir == "r/mapping=random-2_lr=0.1_weight_decay=0.0005_seed=1"
+    name = "mapping=random-2_lr=0.1_weight_decay=0.0005_seed=1"
+    assert rand[0].run_dir == str(runs_root() / "r" / name)
 
 
 @pytest.mark.parametrize("call, name", [

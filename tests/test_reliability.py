@@ -21,9 +21,9 @@ from nbutils import reproduce, runs
 from nbutils import train as train_mod
 from nbutils.config import PARAMETERS, resolve
 from nbutils.data import DataError, Split, save_cache
+from nbutils.distributed import check_world, preflight
 from nbutils.features import extract_run
 from nbutils.runs import ArtifactError, RunConfigMismatch
-from nbutils.distributed import check_world, preflight
 from nbutils.train import load_run_data, train_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -224,8 +224,8 @@ def test_kill_before_the_last_log_write_is_repaired(tmp_path: Path, fake_cache: 
 def test_notebook_01_and_reproduce_pass_resume() -> None:
     nb = nbformat.read(REPO / "notebooks" / "01_train.ipynb", as_version=4)
     source = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
-    assert re.search(r"^resume = True", source, re.M)
-    assert source.count("resume=resume") == 2
+    assert re.search(r"^resume: bool = True", source, re.M)
+    assert "stages.train(cfg, run_data, resume=resume)" in source
     cfg = resolve("ci")
     assert reproduce.notebook_parameters(cfg, "01_train", {}, resume=False)["resume"] is False
     parser = cli.build_parser()

@@ -11,6 +11,7 @@ from matplotlib.container import BarContainer
 from matplotlib.figure import Figure
 
 from nbutils.__main__ import main
+from nbutils.plots.charts import plot_recovery_variants
 from nbutils.results import (
     CI95_METHOD,
     LATER_METRICS,
@@ -25,7 +26,6 @@ from nbutils.results import (
 from nbutils.runs import save_json
 from nbutils.seeds import summarise_seeds
 from nbutils.stats import bootstrap_count_ci
-from nbutils.viz import plot_recovery_variants
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from nbutils.config import resolve
-from nbutils.runs import checkpoint_path, load_json, load_torch
 from nbutils.device import amp_dtype, select_device
+from nbutils.runs import checkpoint_path, load_json, load_torch
 from nbutils.train import lr_at, train_model
 
 

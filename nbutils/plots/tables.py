@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+from IPython.display import Markdown
 
 from nbutils.config import RunConfig
 
@@ -55,8 +56,6 @@ def controls_frame(controls: dict[str, dict]) -> pd.DataFrame:
                          for name, m in controls.items()})
 
 
-def markdown(text: str):
+def markdown(text: str) -> Markdown:
     """Rich markdown output in Jupyter (plain text elsewhere)."""
-    from IPython.display import Markdown
-
     return Markdown(text)

@@ -15,7 +15,9 @@ import matplotlib.ticker
 import numpy as np
 from matplotlib.figure import Figure
 
-from nbutils.viz import coarse_palette, plot_grid_heatmap, set_style
+from nbutils.experiments import group_by, run_setting, value
+from nbutils.plots.charts import coarse_palette, plot_grid_heatmap, set_style
+from nbutils.synthetic import history_series
 
 
 def _percent(ax: Any) -> None:
@@ -185,8 +187,6 @@ def grid_figures(grid: dict[str, Any]) -> dict[str, Figure]:
 def hierarchy_figures(summary: dict[str, dict[str, Any]], pairs: list[dict[str, Any]],
                       results: list[dict[str, Any]]) -> dict[str, Figure]:
     """Per mapping: recovery and fine separation with seeds; per merged pair: its recovery."""
-    from nbutils.experiments import group_by, run_setting, value
-
     groups = list(summary)
     runs = group_by(results, "mapping")
     seeds = max(len(v) for v in runs.values())
@@ -244,8 +244,6 @@ def split_figures(summary: dict[str, dict[str, Any]], setting: str) -> dict[str,
 def synthetic_figures(rows: list[dict[str, Any]], sweep: list[dict[str, Any]],
                       curves_at: list[float], title: str) -> dict[str, Figure]:
     """Recovery and NC1 against separation, and recovery / NC1 over training."""
-    from nbutils.synthetic import history_series
-
     def over(key: str, what: str, ylabel: str, percent: bool, log: bool) -> Figure:
         """One measure over training, one line per separation."""
         epochs, series = history_series(sweep, key, curves_at)

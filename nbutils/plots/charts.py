@@ -9,30 +9,20 @@ from __future__ import annotations
 
 import math
 import os
-import sys
-import tempfile
-import warnings
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import matplotlib.pyplot as plt
 import matplotlib.ticker
 import numpy as np
+import seaborn as sns
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
-# Jupyter/papermill kernels set MPLBACKEND to the inline backend; only a plain script with no
-# backend configured falls back to Agg, so headless runs never try to open a window.
-if (
-    "MPLBACKEND" not in os.environ
-    and "ipykernel" not in sys.modules
-    and matplotlib.rcParams._get_backend_or_none() is None
-):
-    matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import seaborn as sns  # noqa: E402
-from matplotlib.axes import Axes  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+from nbutils.config import RunConfig
+from nbutils.runs import atomic_write, figure_path
 
 __all__ = [
     "coarse_palette",
@@ -46,9 +36,8 @@ __all__ = [
     "plot_training_curves",
     "plot_umap",
     "plot_umap_grid",
-    "save_figure",
+    "save_fig",
     "set_style",
-    "umap_embedding",
 ]
 
 MIN_DPI = 150
@@ -75,23 +64,19 @@ def set_style() -> None:
     )
 
 
-def save_figure(fig: Figure, path: str | os.PathLike[str], dpi: int = MIN_DPI) -> Path:
-    """Save ``fig`` as a PNG atomically (temporary file in the same directory, then rename)."""
-    path = Path(path)
+def save_fig(fig: Figure, where: RunConfig | str | os.PathLike[str], name: str,
+             dpi: int = MIN_DPI) -> Figure:
+    """Save `fig` as `name`.png (a run's figures folder, or a folder) atomically; returns it.
+
+    Returning the figure lets a notebook cell end with `save_fig(...)` and show what it saved.
+    """
     if dpi < MIN_DPI:
-        raise ValueError(f"dpi must be at least {MIN_DPI}, got {dpi}")
-    if path.suffix.lower() != ".png":
-        raise ValueError(f"figures are saved as PNG; expected a .png path, got {path}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png.tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            fig.savefig(handle, format="png", dpi=dpi)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+        raise ValueError(f"dpi: must be at least {MIN_DPI}, got {dpi}")
+    if not re.fullmatch(r"[\w.-]+", name) or name.endswith(".png"):
+        raise ValueError(f"name: a file name without folder or extension, got {name!r}")
+    path = figure_path(where, name) if isinstance(where, RunConfig) else Path(where) / f"{name}.png"
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi))
+    return fig
 
 
 # --------------------------------------------------------------------------- colours
@@ -407,25 +392,6 @@ def plot_grid_heatmap(
 
 
 # --------------------------------------------------------------------------- UMAP
-
-
-def umap_embedding(
-    features: np.ndarray,
-    n_neighbors: int = 15,
-    min_dist: float = 0.1,
-    seed: int = 0,
-    metric: str = "euclidean",
-) -> np.ndarray:
-    """Embed ``features`` (N x D) in 2-D with UMAP; a fixed seed makes it deterministic."""
-    import umap  # deferred: importing umap compiles numba code and takes seconds
-
-    x = np.asarray(features, dtype=np.float32)
-    reducer = umap.UMAP(n_neighbors=min(n_neighbors, len(x) - 1), min_dist=min_dist,
-                        random_state=seed, metric=metric, n_components=2)
-    with warnings.catch_warnings():
-        # A fixed random_state forces one thread; umap warns about it every call.
-        warnings.filterwarnings("ignore", message=".*n_jobs value.*overridden.*")
-        return np.asarray(reducer.fit_transform(x), dtype=np.float32)
 
 
 def _local_labels(labels: np.ndarray, n_names: int) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""The figures of a run (SPEC 6), each from saved artifacts: what notebooks 01-05 draw.
+"""The figures of a run (docs/protocol.md, section 6), each from saved artifacts.
 
 `render_run` draws all of them from the JSON logs and `compact.npz` alone, without
 checkpoints or features, so a run trained and analysed on a GPU box is drawn on a laptop.
@@ -13,10 +13,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-from nbutils import viz
 from nbutils.analysis import umap_views_of
 from nbutils.config import RunConfig
 from nbutils.data import class_names
+from nbutils.plots import charts
 from nbutils.results import table_rows, table_title
 from nbutils.runs import compact_path, figure_path, load_json, load_npz, model_dir
 
@@ -37,13 +37,13 @@ def titled(fig: Figure, cfg: RunConfig) -> Figure:
 
 def training_curves(cfg: RunConfig, logs: dict[str, list[dict]]) -> Figure:
     """Loss, accuracy and learning rate of each trained model ({'coarse': log, ...})."""
-    return titled(viz.plot_training_curves(
+    return titled(charts.plot_training_curves(
         {MODEL_LABELS[m]: log for m, log in logs.items() if log}), cfg)
 
 
 def nc_figure(cfg: RunConfig, history: list[dict]) -> Figure:
     """NC1-NC4 and the fine-structure indicators over epochs of one model."""
-    return titled(viz.plot_nc_over_epochs(history), cfg)
+    return titled(charts.plot_nc_over_epochs(history), cfg)
 
 
 def recovery_figure(cfg: RunConfig, res: dict[str, Any]) -> Figure:
@@ -51,33 +51,33 @@ def recovery_figure(cfg: RunConfig, res: dict[str, Any]) -> Figure:
     ctrl = {"random init": res["controls"]["random_init"]["test_acc_true_coarse"],
             "raw pixels": res["controls"]["raw_pixels"]["test_acc_true_coarse"]}
     base = res["baseline"]["test_acc"] if res["baseline"] else None
-    return titled(viz.plot_recovery_over_epochs(res["history"], ctrl, base), cfg)
+    return titled(charts.plot_recovery_over_epochs(res["history"], ctrl, base), cfg)
 
 
 def variants_figure(cfg: RunConfig, res: dict[str, Any]) -> Figure:
     """The test variants (a)-(d) beside the baseline, a control and the paper, with intervals."""
-    return titled(viz.plot_recovery_variants(res), cfg)
+    return titled(charts.plot_recovery_variants(res), cfg)
 
 
 def results_figure(res: dict[str, Any]) -> Figure:
     """The results table as a figure."""
-    return viz.plot_results_table(table_rows(res), title=table_title(res))
+    return charts.plot_results_table(table_rows(res), title=table_title(res))
 
 
 def confusion_figure(cfg: RunConfig, test_fine: np.ndarray, predicted: np.ndarray,
                      fine_to_coarse: np.ndarray) -> Figure:
     """Confusion matrix of the recovered 10-way test labels (variant b)."""
     names = class_names(cfg.dataset, len(fine_to_coarse))
-    return titled(viz.plot_confusion(
+    return titled(charts.plot_confusion(
         test_fine, predicted, names,
         title=f"recovered fine labels, test (predicted super-class), epoch {cfg.epochs}"), cfg)
 
 
 def umap_figures(cfg: RunConfig, views: dict[str, Any]) -> tuple[Figure, Figure]:
     """UMAP of all super-classes, then one panel per super-class coloured by fine label."""
-    every = viz.plot_umap(views["all"], views["coarse"], views["coarse_names"],
+    every = charts.plot_umap(views["all"], views["coarse"], views["coarse_names"],
                           title=f"all super-classes, epoch {cfg.epochs}")
-    per = viz.plot_umap_grid(views["per_superclass"], views["fine"], views["fine_names"],
+    per = charts.plot_umap_grid(views["per_superclass"], views["fine"], views["fine_names"],
                              views["titles"])
     return titled(every, cfg), titled(per, cfg)
 
@@ -107,6 +107,7 @@ def render_run(cfg: RunConfig, umap: bool = True) -> list[Path]:
         figures["umap_all"], figures["umap_per_superclass"] = umap_figures(cfg, views)
     paths = []
     for name, fig in figures.items():
-        paths.append(viz.save_figure(fig, figure_path(cfg, name)))
+        charts.save_fig(fig, cfg, name)
+        paths.append(figure_path(cfg, name))
         plt.close(fig)
     return paths
