@@ -6,11 +6,13 @@ function of `nbutils.stages`, which the sweeps and the command line call directl
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -68,26 +70,39 @@ def run_notebook(src: Path, dst: Path, params: dict[str, Any]) -> float:
     return time.perf_counter() - t0
 
 
+@contextlib.contextmanager
+def kernel_environment() -> Iterator[None]:
+    """The environment the kernels inherit while the batch runner executes notebooks.
+
+    Progress bars go to this terminal, not into the cells; and no MPLBACKEND (a headless
+    shell often sets Agg) so that the kernel's inline backend embeds every figure in the
+    executed notebook.
+    """
+    saved = {k: os.environ.get(k) for k in (progress.ENV, "MPLBACKEND")}
+    os.environ[progress.ENV] = "terminal"
+    os.environ.pop("MPLBACKEND", None)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def run_notebooks(cfg: RunConfig, overrides: dict[str, Any], resume: bool = True,
                   notebooks: tuple[str, ...] = NOTEBOOKS) -> dict[str, float]:
     """Execute `notebooks` in order into `run_dir/notebooks`; seconds per notebook."""
     out = Path(cfg.run_dir) / "notebooks"
     out.mkdir(parents=True, exist_ok=True)
     seconds = {}
-    before = os.environ.get(progress.ENV)
-    # The kernels inherit this: their progress bars come to this terminal, not into the cells.
-    os.environ[progress.ENV] = "terminal"
-    try:
+    with kernel_environment():
         for name in notebooks:
             print(f"[nbutils] {name} ...", file=sys.stderr, flush=True)
             seconds[name] = run_notebook(NOTEBOOK_DIR / f"{name}.ipynb", out / f"{name}.ipynb",
                                          notebook_parameters(cfg, name, overrides, resume))
             print(f"[nbutils] {name} done in {seconds[name]:.0f} s", file=sys.stderr, flush=True)
-    finally:
-        if before is None:
-            os.environ.pop(progress.ENV, None)
-        else:
-            os.environ[progress.ENV] = before
     save_json(Path(cfg.run_dir) / "notebook_seconds.json", seconds)
     return seconds
 

@@ -12,11 +12,13 @@ from PIL import Image
 from nbutils.reproduce import NOTEBOOKS, reproduce
 
 FIGURES = ("training_curves", "nc_over_epochs", "nc_over_epochs_baseline", "recovery_over_epochs",
-           "confusion_matrix", "results_table", "umap_all", "umap_per_superclass")
+           "confusion_matrix", "results_table", "recovery_variants", "umap_all",
+           "umap_per_superclass")
 FRACTIONS = {
     "coarse": ("train_acc", "test_acc"),
     "baseline": ("train_acc", "test_acc"),
-    "recovery": ("train_cluster_acc", "test_acc_true_coarse", "test_acc_pred_coarse", "nmi",
+    "recovery": ("train_cluster_acc", "test_acc_true_coarse", "test_acc_pred_coarse",
+                 "test_cluster_acc_true_coarse", "test_cluster_acc_pred_coarse", "nmi",
                  "ari", "linear_probe_test_acc"),
 }
 
@@ -42,6 +44,8 @@ def test_results_json_has_every_key_in_range(ci_run: Path) -> None:
     assert res["versions"]["torch"]
     for section, keys in FRACTIONS.items():
         assert all(fraction(res[section][k]) for k in keys), section
+        for key, (low, high) in res[section]["ci95"].items():
+            assert 0 <= low <= res[section][key] <= high <= 1, (section, key)
     per = res["recovery"]["per_superclass"]
     assert len(per) == 5 and all(fraction(x) for x in per)
     for control in ("random_init", "raw_pixels"):
@@ -68,9 +72,40 @@ def test_every_figure_is_a_nonempty_image(ci_run: Path) -> None:
 def test_executed_notebooks_and_table_are_kept(ci_run: Path) -> None:
     for name in NOTEBOOKS:
         nb = json.loads((ci_run / "notebooks" / f"{name}.ipynb").read_text())
-        assert any(c.get("outputs") for c in nb["cells"] if c["cell_type"] == "code")
+        last = [c for c in nb["cells"] if c["cell_type"] == "code"][-1]
+        said = "".join(o.get("data", {}).get("text/markdown", "") for o in last["outputs"])
+        assert "`ci` run" in said or "profile" in said or "features" in said, name
     table = (ci_run / "results.md").read_text()
-    assert "predicted coarse (3b)" in table and "93%" in table
+    assert "(b)" in table and "93%" in table
+
+
+@pytest.mark.slow
+def test_published_copies_are_clean_and_small(ci_run: Path, tmp_path: Path) -> None:
+    from nbutils.reproduce import MAX_PUBLISHED_BYTES, WIDGET_MIME, publish_notebooks
+    from nbutils.runs import load_run
+
+    for path in publish_notebooks(load_run(ci_run), tmp_path):
+        text = path.read_text()
+        assert path.stat().st_size < MAX_PUBLISHED_BYTES and WIDGET_MIME not in text
+        assert "image/png" in text or path.stem == "02_features", path.stem
+
+
+@pytest.mark.slow
+def test_notebooks_execute_against_published_logs(ci_run: Path, tmp_path: Path) -> None:
+    from nbutils.reproduce import execute_published
+    from nbutils.runs import load_run
+    from nbutils.stages import publish
+
+    dest = publish(load_run(ci_run), tmp_path / "published")
+    before = sorted(p.relative_to(dest) for p in (dest / "logs").rglob("*"))
+    executed = execute_published(dest / "logs", dest)
+    assert [p.stem for p in executed] == list(NOTEBOOKS)
+    features = json.loads((dest / "notebooks" / "02_features.ipynb").read_text())
+    assert "published from its logs only" in json.dumps(features)
+    recovery = json.loads((dest / "notebooks" / "04_recovery.ipynb").read_text())
+    res = json.loads((dest / "results.json").read_text())
+    assert f"{100 * res['recovery']['test_acc_pred_coarse']:.1f}%" in json.dumps(recovery)
+    assert sorted(p.relative_to(dest) for p in (dest / "logs").rglob("*")) == before
 
 
 @pytest.mark.slow

@@ -67,7 +67,7 @@ def recovery_history() -> list[dict]:
 def test_save_fig_writes_png_at_requested_dpi(tmp_path) -> None:
     fig, _ = plt.subplots(figsize=(4.0, 3.0))
     folder = tmp_path / "nested" / "dir"
-    assert charts.save_fig(fig, folder, "fig", dpi=200) is fig
+    charts.save_fig(fig, folder, "fig", dpi=200)
     target = folder / "fig.png"
     with Image.open(target) as img:
         assert img.format == "PNG"

@@ -65,10 +65,11 @@ def set_style() -> None:
 
 
 def save_fig(fig: Figure, where: RunConfig | str | os.PathLike[str], name: str,
-             dpi: int = MIN_DPI) -> Figure:
-    """Save `fig` as `name`.png (a run's figures folder, or a folder) atomically; returns it.
+             dpi: int = MIN_DPI) -> None:
+    """Save `fig` as `name`.png in a run's figures folder, or in a folder, atomically.
 
-    Returning the figure lets a notebook cell end with `save_fig(...)` and show what it saved.
+    In a notebook the inline backend shows the figure at the end of the cell; returning it
+    as well would show it twice.
     """
     if dpi < MIN_DPI:
         raise ValueError(f"dpi: must be at least {MIN_DPI}, got {dpi}")
@@ -76,7 +77,6 @@ def save_fig(fig: Figure, where: RunConfig | str | os.PathLike[str], name: str,
         raise ValueError(f"name: a file name without folder or extension, got {name!r}")
     path = figure_path(where, name) if isinstance(where, RunConfig) else Path(where) / f"{name}.png"
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi))
-    return fig
 
 
 # --------------------------------------------------------------------------- colours

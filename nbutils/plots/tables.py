@@ -4,16 +4,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from IPython.display import Markdown
 
 from nbutils.config import RunConfig
+from nbutils.data import mapping_table
 
 
 def config_frame(cfg: RunConfig) -> pd.DataFrame:
     """Every parameter of a run, one row each."""
     rows = [(k, repr(v)) for k, v in cfg.to_dict().items()]
     return pd.DataFrame(rows, columns=["parameter", "value"]).set_index("parameter")
+
+
+def mapping_frame(fine_to_coarse: np.ndarray, names: list[str]) -> pd.DataFrame:
+    """One row per super-class: the fine classes it merges."""
+    table = mapping_table(fine_to_coarse, names)
+    return pd.DataFrame({"fine classes": [" + ".join(v) for v in table.values()]},
+                        index=pd.Index(list(table), name="super-class"))
 
 
 def log_frame(log: list[dict]) -> pd.DataFrame:
