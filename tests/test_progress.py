@@ -1,0 +1,54 @@
+"""Headless runs show progress on the terminal: the kernels' bars reach the runner's stderr."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nbutils import progress
+from nbutils.config import resolve
+from nbutils.reproduce import kernel_environment
+
+
+def test_kernel_environment_sends_bars_to_the_terminal_and_drops_the_backend(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.delenv(progress.ENV, raising=False)
+    with kernel_environment():
+        assert os.environ[progress.ENV] == "terminal" and "MPLBACKEND" not in os.environ
+    assert os.environ["MPLBACKEND"] == "Agg" and progress.ENV not in os.environ
+
+
+def test_terminal_bars_write_to_the_original_stderr(capfd: pytest.CaptureFixture,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(progress.ENV, "terminal")
+    for _ in progress.tqdm(range(3), desc="coarse", total=3):
+        pass
+    for _ in progress.tqdm(range(3), desc="steps", leave=False):
+        pass
+    err = capfd.readouterr().err
+    assert "coarse" in err and "3/3" in err and "steps" not in err
+
+
+@pytest.mark.slow
+def test_a_kernel_like_child_reports_every_epoch_with_an_eta(tmp_path: Path,
+                                                             fake_cache: Path) -> None:
+    """A child process whose sys.stderr is captured (as a kernel's) still reaches fd 2."""
+    cfg = resolve("ci", run_dir=str(tmp_path / "run"), data_root=str(fake_cache), width=2,
+                  epochs=3, train_per_class=4, test_per_class=2, checkpoint_epochs=[0, 3],
+                  train_baseline=False, amp="off", device="cpu")
+    code = ("import io, sys\nfrom nbutils import stages\nfrom nbutils.runs import load_run\n"
+            "sys.stderr = io.StringIO()\n"
+            f"stages.train(load_run({cfg.run_dir!r}))\n")
+    params = {k: v for k, v in cfg.to_dict().items() if k != "profile"}
+    stages_cfg = f"from nbutils.stages import configure\nconfigure('ci', **{params!r})"
+    env = {**os.environ, progress.ENV: "terminal"}
+    subprocess.run([sys.executable, "-c", stages_cfg], check=True, env=env)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=env, check=True)
+    assert "coarse" in done.stderr and "3/3" in done.stderr and "<" in done.stderr
+    assert "test_acc" in done.stderr
