@@ -12,12 +12,14 @@ import shutil
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import nbformat
 import papermill as pm
+from jupyter_client.manager import AsyncKernelManager
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
 from nbutils import checks, cost, progress
@@ -35,6 +37,19 @@ PUBLISHED_PROFILES = ("cpu", "paper")
 # Executed copies are read on the web: widget state (tqdm bars) is dead weight there.
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 MAX_PUBLISHED_BYTES = 2 * 2**20
+
+
+class IPCKernelManager(AsyncKernelManager):
+    """Kernels on local sockets (IPC) in the temp folder, not TCP ports.
+
+    Over TCP ipykernel warns at every start that traffic is unencrypted, one noisy line per
+    notebook on the runner's terminal; a local socket has nothing to warn about.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.transport = "ipc"
+        self.ip = str(Path(tempfile.gettempdir()) / f"nbutils-kernel-{uuid.uuid4().hex}")
 
 
 class NotebookFailed(RuntimeError):
@@ -56,7 +71,8 @@ def run_notebook(src: Path, dst: Path, params: dict[str, Any]) -> float:
     t0 = time.perf_counter()
     try:
         pm.execute_notebook(str(src), str(dst), parameters=params, cwd=str(REPO),
-                            progress_bar=False, log_output=False, kernel_name="python3")
+                            progress_bar=False, log_output=False, kernel_name="python3",
+                            kernel_manager_class=IPCKernelManager)
     except pm.PapermillExecutionError as err:
         raise NotebookFailed(
             f"{src.name} failed at In [{err.exec_count}]: {err.ename}: {err.evalue}\n"

@@ -60,8 +60,9 @@ def variants_figure(cfg: RunConfig, res: dict[str, Any]) -> Figure:
 
 
 def results_figure(res: dict[str, Any]) -> Figure:
-    """The results table as a figure."""
-    return charts.plot_results_table(table_rows(res), title=table_title(res))
+    """The results table as a figure (markdown emphasis dropped: a figure has no markdown)."""
+    rows = [(label.replace("**", ""), value) for label, value in table_rows(res)]
+    return charts.plot_results_table(rows, title=table_title(res))
 
 
 def confusion_figure(cfg: RunConfig, test_fine: np.ndarray, predicted: np.ndarray,
