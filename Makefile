@@ -31,13 +31,9 @@ benchmarks: $(VENV)/.installed
 clean:
 	rm -rf runs .pytest_cache
 
-# Notebooks 06-10 (experiments beyond the headline) through papermill: runs under
-# runs/experiments (reused when finished), figures and results JSON under figures/experiments.
-EXPERIMENTS ?= 06_dynamics 07_grid 08_hierarchies 09_split 10_synthetic
+# Notebooks 06-10 (experiments beyond the headline): runs under runs/experiments (reused when
+# finished), figures, results JSON and executed copies under figures/experiments.
+EXPERIMENTS ?=
 .PHONY: experiments
 experiments: $(VENV)/.installed
-	mkdir -p runs/experiments/notebooks
-	for nb in $(EXPERIMENTS); do \
-		$(PY) -m papermill notebooks/$$nb.ipynb runs/experiments/notebooks/$$nb.ipynb \
-			--cwd . --kernel python3 --no-progress-bar || exit 1; \
-	done
+	$(PY) -m nbutils experiments $(if $(EXPERIMENTS),--only $(EXPERIMENTS),)

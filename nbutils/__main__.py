@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--force", action="store_true",
                        help="overwrite a run directory made with a different configuration")
         p.add_argument("--no-progress", dest="progress", action="store_false")
+    exps = sub.add_parser("experiments", help="execute notebooks 06-10 (finished runs reused) "
+                                              "and publish their executed copies")
+    exps.add_argument("--only", help="comma-separated names, e.g. 06_dynamics,10_synthetic")
     sub.add_parser("readme", help="rebuild the README results table and docs/results.md's "
                                   "summaries from figures/*/results.json")
     render = sub.add_parser("render", help="draw a finished run's figures without its features "
@@ -181,6 +184,12 @@ def main(argv: list[str] | None = None) -> int:
             reproduce(args.profile, run_dir=args.run_dir, force=args.force,
                       publish_dir=args.publish_dir, resume=args.resume, yes=args.yes,
                       **common_overrides(args))
+        elif args.command == "experiments":
+            from nbutils.reproduce import EXPERIMENTS, run_experiments
+
+            names = tuple(n for n in (args.only or "").split(",") if n) or EXPERIMENTS
+            for path in run_experiments(names):
+                print(path)
         elif args.command == "train":
             cmd_train(args)
         elif args.command == "feature-norms":

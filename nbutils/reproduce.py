@@ -25,12 +25,13 @@ from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbutils import checks, cost, progress
 from nbutils.config import TRAINING_KEYS, RunConfig, resolve
 from nbutils.distributed import preflight
-from nbutils.paths import NOTEBOOK_DIR, REPO
+from nbutils.paths import FIGURES_DIR, NOTEBOOK_DIR, REPO
 from nbutils.runs import atomic_write, create_run, load_json, load_run, save_json
 from nbutils.stages import publish, publish_figures
 from nbutils.train import load_run_data
 
 NOTEBOOKS = ("01_train", "02_features", "03_collapse", "04_recovery", "05_umap")
+EXPERIMENTS = ("06_dynamics", "07_grid", "08_hierarchies", "09_split", "10_synthetic")
 # Profiles from the most to the least costly: a costly run names the ones after it.
 CHEAPER = ("paper", "cpu", "ci")
 PUBLISHED_PROFILES = ("cpu", "paper")
@@ -213,3 +214,28 @@ def execute_published(logs: str | Path, dest: str | Path | None = None) -> list[
         run_notebooks(cfg, training)
         publish_figures(cfg, dest)
         return publish_notebooks(cfg, dest)
+
+
+def run_experiments(names: tuple[str, ...] = EXPERIMENTS,
+                    out: Path = REPO / "runs" / "experiments" / "notebooks",
+                    publish_dir: Path | None = FIGURES_DIR / "experiments") -> list[Path]:
+    """Execute experiment notebooks with their defaults; clean copies in publish_dir/notebooks.
+
+    Each notebook writes its figures and results JSON to `figures/experiments` itself (its
+    `out_dir`); its sweep reuses every run that has already finished.
+    """
+    unknown = sorted(set(names) - set(EXPERIMENTS))
+    if unknown or not names:
+        raise ValueError(f"experiments: unknown {unknown or names!r}; allowed: "
+                         f"{', '.join(EXPERIMENTS)}")
+    out.mkdir(parents=True, exist_ok=True)
+    done = []
+    with kernel_environment():
+        for name in names:
+            print(f"[nbutils] {name} ...", file=sys.stderr, flush=True)
+            seconds = run_notebook(NOTEBOOK_DIR / f"{name}.ipynb", out / f"{name}.ipynb", {})
+            print(f"[nbutils] {name} done in {seconds:.0f} s", file=sys.stderr, flush=True)
+            if publish_dir is not None:
+                done.append(clean_notebook(out / f"{name}.ipynb",
+                                           publish_dir / "notebooks" / f"{name}.ipynb"))
+    return done

@@ -197,3 +197,11 @@ def test_finished_runs_are_read_back_only_with_the_same_config(tmp_path: Path) -
     assert sweeps.finished(cfg) is not None
     other = sweeps.sweep_configs([{"seed": 0}], "exp", tmp_path, epochs=2)[0]
     assert sweeps.finished(other) is None
+
+
+def test_unknown_experiment_notebook_is_refused_before_any_work(tmp_path: Path) -> None:
+    from nbutils.reproduce import run_experiments
+
+    with pytest.raises(ValueError, match="experiments: unknown.*allowed: 06_dynamics"):
+        run_experiments(("06_dynamcs",), out=tmp_path / "out", publish_dir=tmp_path / "pub")
+    assert not (tmp_path / "out").exists()
