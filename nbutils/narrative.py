@@ -132,6 +132,11 @@ def _recipe(res: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
+def _epochs(n: int) -> str:
+    """'1 epoch', '30 epochs'."""
+    return f"{n} epoch{'' if n == 1 else 's'}"
+
+
 def _n_coarse(res: dict[str, Any]) -> int:
     """Number of super-classes of the run's mapping."""
     if res.get("recovery"):
@@ -153,7 +158,7 @@ def training(res: dict[str, Any]) -> str:
     device = f", on {res['device']}" if res.get("device") else ""
     parts = [
         f"The `{res['profile']}` run trains a CIFAR ResNet-18 of width {res['width']} on the "
-        f"{n_coarse} super-classes of the `{res['mapping']}` mapping for {res['epochs']} epochs"
+        f"{n_coarse} super-classes of the `{res['mapping']}` mapping for {_epochs(res['epochs'])}"
         f"{images}, {_seeds_phrase(res)}{device}" + (f": {recipe}." if recipe else "."),
     ]
     coarse = res.get("coarse") or {}
@@ -165,7 +170,7 @@ def training(res: dict[str, Any]) -> str:
     if (res.get("baseline") or {}).get("test_acc") is not None:
         parts.append(f"The same network trained with the same recipe on the {_n_fine(res)} fine "
                      f"labels reaches {acc(res['baseline'], 'test_acc')} test accuracy.")
-    if res.get("history"):
+    if res.get("history") or res.get("recovery"):
         parts.append(phase_sentence(res))
     else:
         parts.append("Whether the run reached the terminal phase is decided on its clean "
