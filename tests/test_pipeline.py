@@ -132,3 +132,17 @@ def test_published_logs_redraw_the_figures_without_features(ci_run: Path, tmp_pa
                              ("test_pred_pred_coarse", "test_acc_pred_coarse")):
             assert np.mean(z[key] == z["test_fine"]) == pytest.approx(res["recovery"][variant])
         assert z["umap_features"].dtype == np.float16 and len(z["umap_fine"]) >= 1000
+
+
+@pytest.mark.slow
+def test_your_features_notebook_on_a_runs_features(ci_run: Path, tmp_path: Path) -> None:
+    from nbutils.paths import NOTEBOOK_DIR
+    from nbutils.reproduce import run_notebook
+
+    out = tmp_path / "yours"
+    run_notebook(NOTEBOOK_DIR / "11_your_features.ipynb", tmp_path / "11.ipynb",
+                 {"run_dir": str(ci_run), "out_dir": str(out), "n_init": 2})
+    res = json.loads((out / "results.json").read_text())
+    ours = json.loads((ci_run / "results.json").read_text())
+    assert res["recovery"]["test_acc_true_coarse"] == pytest.approx(
+        ours["recovery"]["test_acc_true_coarse"], abs=0.05)
