@@ -5,15 +5,30 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch.distributed as dist
 
 from nbutils import results, stages
+from nbutils.analysis import feature_norm_ablation
 from nbutils.config import PARAMETERS, PROFILES, resolve
 from nbutils.distributed import preflight
+from nbutils.features_api import analyze_features_file, summary_lines
 from nbutils.paths import REPO
-from nbutils.runs import check_run_dir, create_run, load_run
+from nbutils.plots import render_run
+from nbutils.reproduce import EXPERIMENTS, NotebookFailed, reproduce, run_experiments
+from nbutils.runs import (
+    ArtifactError,
+    RunConfigMismatch,
+    RunLocked,
+    check_run_dir,
+    create_run,
+    load_run,
+    save_json,
+)
+from nbutils.seeds import write_seeds
 from nbutils.train import load_run_data
 
 
@@ -146,10 +161,6 @@ def cmd_analyze(args: argparse.Namespace) -> None:
 
 def cmd_render(args: argparse.Namespace) -> None:
     """Draw a finished run's figures from its JSON artifacts and compact.npz; maybe publish."""
-    from pathlib import Path
-
-    from nbutils.plots import render_run
-
     cfg = load_run(args.run_dir)
     for path in render_run(cfg, umap=args.umap):
         print(path)
@@ -159,11 +170,6 @@ def cmd_render(args: argparse.Namespace) -> None:
 
 def cmd_feature_norms(args: argparse.Namespace) -> None:
     """Write the feature-normalisation ablation of a finished run's last checkpoint."""
-    from pathlib import Path
-
-    from nbutils.analysis import feature_norm_ablation
-    from nbutils.runs import load_run, save_json
-
     cfg = load_run(args.run_dir)
     table = feature_norm_ablation(cfg)
     save_json(Path(args.out), {"run_dir": str(cfg.run_dir), "epoch": cfg.epochs,
@@ -174,65 +180,65 @@ def cmd_feature_norms(args: argparse.Namespace) -> None:
               f"{m['test_acc_true_coarse']:.4f}  test(b) {m['test_acc_pred_coarse']:.4f}")
 
 
+def cmd_reproduce(args: argparse.Namespace) -> None:
+    """Notebooks 01-05 through papermill, after the cost estimate."""
+    reproduce(args.profile, run_dir=args.run_dir, force=args.force,
+              publish_dir=args.publish_dir, resume=args.resume, yes=args.yes,
+              **common_overrides(args))
+
+
+def cmd_experiments(args: argparse.Namespace) -> None:
+    """Notebooks 06-10 through papermill, executed copies published."""
+    names = tuple(n for n in (args.only or "").split(",") if n) or EXPERIMENTS
+    for path in run_experiments(names):
+        print(path)
+
+
+def cmd_analyze_features(args: argparse.Namespace) -> None:
+    """NC metrics and recovery of a features file of one's own network."""
+    result, out = analyze_features_file(args.file, args.out, args.n_init, args.seed,
+                                        args.feature_norm)
+    print("\n".join([*summary_lines(result), f"written to {out}"]))
+
+
+def cmd_intervals(args: argparse.Namespace) -> None:
+    """Bootstrap intervals added to published results.json files."""
+    for path in args.results_json:
+        missing = results.add_published_intervals(Path(path)).get("not_recomputed", {})
+        print(f"{path}: ci95 added" + (f"; not recomputed: {', '.join(missing)}"
+                                       if missing else ""))
+
+
+def cmd_seeds(args: argparse.Namespace) -> None:
+    """seeds.json of one profile's runs over several seeds."""
+    summary = write_seeds([Path(d) for d in args.run_dirs], Path(args.out))
+    print(f"{args.out}: profile {summary['profile']}, seeds {summary['seeds']}, "
+          f"{len(summary['summary'])} quantities")
+
+
+def cmd_readme(args: argparse.Namespace) -> None:
+    """The README's results table and docs/results.md's paragraphs, rebuilt."""
+    changed = stages.refresh_docs()
+    print("updated: " + (", ".join(str(p.relative_to(REPO)) for p in changed)
+                         if changed else "nothing, already up to date"))
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {
+    "reproduce": cmd_reproduce, "train": cmd_train, "analyze": cmd_analyze,
+    "experiments": cmd_experiments, "readme": cmd_readme, "render": cmd_render,
+    "feature-norms": cmd_feature_norms, "analyze-features": cmd_analyze_features,
+    "intervals": cmd_intervals, "seeds": cmd_seeds,
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Dispatch a sub-command; errors in parameters exit with their message."""
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "reproduce":
-            from nbutils.reproduce import reproduce
-
-            reproduce(args.profile, run_dir=args.run_dir, force=args.force,
-                      publish_dir=args.publish_dir, resume=args.resume, yes=args.yes,
-                      **common_overrides(args))
-        elif args.command == "experiments":
-            from nbutils.reproduce import EXPERIMENTS, run_experiments
-
-            names = tuple(n for n in (args.only or "").split(",") if n) or EXPERIMENTS
-            for path in run_experiments(names):
-                print(path)
-        elif args.command == "train":
-            cmd_train(args)
-        elif args.command == "feature-norms":
-            cmd_feature_norms(args)
-        elif args.command == "analyze-features":
-            from nbutils.features_api import analyze_features_file, summary_lines
-
-            result, out = analyze_features_file(args.file, args.out, args.n_init, args.seed,
-                                                args.feature_norm)
-            print("\n".join([*summary_lines(result), f"written to {out}"]))
-        elif args.command == "render":
-            cmd_render(args)
-        elif args.command == "intervals":
-            from pathlib import Path
-
-            from nbutils.results import add_published_intervals
-
-            for path in args.results_json:
-                missing = add_published_intervals(Path(path)).get("not_recomputed", {})
-                print(f"{path}: ci95 added" + (f"; not recomputed: {', '.join(missing)}"
-                                               if missing else ""))
-        elif args.command == "seeds":
-            from pathlib import Path
-
-            from nbutils.seeds import write_seeds
-
-            summary = write_seeds([Path(d) for d in args.run_dirs], Path(args.out))
-            print(f"{args.out}: profile {summary['profile']}, seeds {summary['seeds']}, "
-                  f"{len(summary['summary'])} quantities")
-        elif args.command == "readme":
-            changed = stages.refresh_docs()
-            print("updated: " + (", ".join(str(p.relative_to(REPO)) for p in changed)
-                                 if changed else "nothing, already up to date"))
-        else:
-            cmd_analyze(args)
-    except Exception as err:
-        from nbutils.reproduce import NotebookFailed
-        from nbutils.runs import ArtifactError, RunConfigMismatch
-
-        if isinstance(err, (ValueError, ArtifactError, RunConfigMismatch, NotebookFailed)):
-            print(f"error: {err}", file=sys.stderr)
-            return 2
-        raise
+        COMMANDS[args.command](args)
+    except (ValueError, ArtifactError, RunConfigMismatch, RunLocked, NotebookFailed) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from nbutils import checks
+from nbutils import __version__, checks
 from nbutils.config import PARAMETERS, TRAINING_KEYS, RunConfig, diff
 from nbutils.paths import resolve_run_dir
 
@@ -186,8 +186,6 @@ def versions() -> dict[str, str | None]:
             found[name] = None
     if found["nbutils"] is None:
         # Run from a source tree that was not pip-installed (e.g. copied to a GPU box).
-        from nbutils import __version__
-
         found["nbutils"] = __version__
     return found
 

@@ -22,6 +22,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from nbutils.config import RunConfig
+from nbutils.results import PAPER_TEST_ACC
 from nbutils.runs import atomic_write, figure_path
 
 __all__ = [
@@ -486,8 +487,6 @@ def plot_recovery_variants(res: Mapping[str, Any], paper_acc: float | None = Non
     """
     if paper_acc is None:
         # Imported here: nbutils.results imports this module (through nbutils.analysis).
-        from nbutils.results import PAPER_TEST_ACC
-
         paper_acc = PAPER_TEST_ACC
     fig, (ax,) = _grid(1, 1, (8.0, 4.0))
     found = []
