@@ -109,8 +109,9 @@ def kernel_environment() -> Iterator[None]:
 
 
 def run_notebooks(cfg: RunConfig, overrides: dict[str, Any], resume: bool = True,
-                  notebooks: tuple[str, ...] = NOTEBOOKS) -> dict[str, float]:
-    """Execute `notebooks` in order into `run_dir/notebooks`; seconds per notebook."""
+                  notebooks: tuple[str, ...] | None = None) -> dict[str, float]:
+    """Execute `notebooks` (default 01-05) in order into `run_dir/notebooks`; seconds each."""
+    notebooks = NOTEBOOKS if notebooks is None else notebooks
     out = Path(cfg.run_dir) / "notebooks"
     out.mkdir(parents=True, exist_ok=True)
     seconds = {}
