@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 
 from nbutils import checks
 from nbutils.checks import FEATURE_NORMS
-from nbutils.data import DATASETS, coarse_mapping
+from nbutils.data import DATASETS, NUM_FINE, TRAIN_PER_CLASS, coarse_mapping
 from nbutils.paths import resolve_run_dir
 
 SCHEDULES = ("onecycle", "cosine", "step")
@@ -33,6 +34,8 @@ class RunConfig:
     mapping: Any = "mod5"
     width: int = 8
     epochs: int = 3
+    # A budget in optimiser steps (rounded up to whole epochs) sets `epochs` when given.
+    steps: int | None = None
     seed: int = 0
     train_per_class: int | None = None
     test_per_class: int | None = None
@@ -99,7 +102,7 @@ PROFILES: dict[str, dict[str, Any]] = {
 PARAMETERS = tuple(f.name for f in dataclasses.fields(RunConfig))
 # Parameters that change what is trained; analysis-only ones may differ between notebook runs.
 TRAINING_KEYS = (
-    "dataset", "mapping", "width", "epochs", "seed", "train_per_class", "test_per_class",
+    "dataset", "mapping", "width", "epochs", "steps", "seed", "train_per_class", "test_per_class",
     "val_per_class", "batch_size", "lr", "weight_decay", "momentum", "schedule",
     "checkpoint_epochs", "amp", "train_baseline",
 )
@@ -122,12 +125,32 @@ def resolve(profile: str = "ci", **params: Any) -> RunConfig:
             f"unknown parameter(s) {', '.join(unknown)}; allowed: {', '.join(PARAMETERS)}"
         )
     given = {k: v for k, v in params.items() if v is not None}
+    if "epochs" in given and "steps" in given:
+        raise ValueError(f"steps: give a budget in steps or in epochs, not both; got steps="
+                         f"{given['steps']!r} and epochs={given['epochs']!r}")
     merged = {**PROFILES[profile], **given}
-    if "epochs" in given and "checkpoint_epochs" not in given:
-        # The profile's checkpoints belong to its own epoch budget; spread new ones instead.
+    if "epochs" in given:
+        merged.pop("steps", None)
+    if "steps" in merged:
+        checks.positive_int("steps", merged["steps"])
+        merged["epochs"] = epochs_for_steps(merged["steps"], merged)
+    if ("epochs" in given or "steps" in given) and "checkpoint_epochs" not in given:
+        # The profile's checkpoints belong to its own budget; spread new ones instead.
         merged.pop("checkpoint_epochs", None)
     merged.pop("profile", None)
     return RunConfig(profile=profile, **merged)
+
+
+def epochs_for_steps(steps: int, params: dict[str, Any]) -> int:
+    """Whole epochs that hold at least `steps` optimiser steps on the run's train split."""
+    dataset = params.get("dataset", RunConfig.dataset)
+    checks.choice("dataset", dataset, DATASETS)
+    per_class = params.get("train_per_class") or (
+        TRAIN_PER_CLASS[dataset] - (params.get("val_per_class") or 0))
+    batch = checks.positive_int("batch_size", params.get("batch_size", RunConfig.batch_size))
+    per_epoch = math.ceil(checks.positive_int("train_per_class", per_class)
+                          * NUM_FINE[dataset] / batch)
+    return math.ceil(steps / per_epoch)
 
 
 def validate(cfg: RunConfig) -> None:
@@ -138,6 +161,12 @@ def validate(cfg: RunConfig) -> None:
     for name in ("width", "epochs", "batch_size", "eval_batch_size", "n_init", "umap_points"):
         checks.positive_int(name, getattr(cfg, name))
     checks.integer("umap_neighbors", cfg.umap_neighbors, least=2)
+    if cfg.steps is not None:
+        checks.positive_int("steps", cfg.steps)
+        need = epochs_for_steps(cfg.steps, cfg.to_dict())
+        if cfg.epochs != need:
+            raise ValueError(f"steps: {cfg.steps} steps need {need} epochs of this train split, "
+                             f"but epochs={cfg.epochs}")
     checks.integer("seed", cfg.seed, least=0, most=MAX_SEED)
     for name in ("train_per_class", "test_per_class", "val_per_class"):
         if getattr(cfg, name) is not None:

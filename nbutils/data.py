@@ -20,6 +20,8 @@ CIFAR10_CLASSES = (
 )
 DATASETS = ("cifar10", "cifar100")
 NUM_FINE = {"cifar10": 10, "cifar100": 100}
+# Train images per fine class in the official splits.
+TRAIN_PER_CLASS = {"cifar10": 5000, "cifar100": 500}
 MAPPINGS = ("mod5", "semantic", "random:SEED", "cifar100", "an explicit list of super-class ids")
 SEMANTIC_CIFAR10 = (0, 1, 2, 3, 4, 3, 2, 4, 0, 1)
 # Per-channel statistics of the CIFAR-10 train split (values / 255), see shared data README.

@@ -418,6 +418,7 @@ def test_cli_refuses_different_config_unless_forced(tmp_path: Path, fake_cache: 
 BAD_PARAMETERS = [
     ("profile", "gpu"), ("run_dir", 3), ("data_root", 5), ("dataset", "mnist"),
     ("mapping", "pairs"), ("width", 0), ("width", 2.5), ("epochs", -3), ("epochs", True),
+    ("steps", 0),
     ("seed", -1), ("seed", 2**32), ("train_per_class", 0), ("test_per_class", "20"),
     ("val_per_class", 1.5), ("batch_size", 0), ("lr", 0), ("lr", float("nan")),
     ("weight_decay", -1e-4), ("momentum", 1.0), ("schedule", "linear"),
