@@ -50,3 +50,19 @@ def test_unknown_profile_and_parameter() -> None:
 def test_every_profile_key_is_a_parameter() -> None:
     for profile in PROFILES.values():
         assert set(profile) <= set(PARAMETERS)
+
+
+def test_a_step_budget_sets_whole_epochs() -> None:
+    cfg = resolve("cpu", train_per_class=250, steps=4000)
+    assert (cfg.steps, cfg.epochs) == (4000, 200)  # 2,500 images: 20 steps per epoch
+    assert resolve("cpu", train_per_class=250, steps=4001).epochs == 201
+    assert resolve("cpu", steps=391).epochs == 1  # full CIFAR-10: 391 steps per epoch
+    assert cfg.checkpoint_epochs[-1] == 200
+
+
+def test_steps_and_epochs_together_are_refused() -> None:
+    with pytest.raises(ValueError, match="^steps: give a budget in steps or in epochs"):
+        resolve("cpu", steps=100, epochs=3)
+    cfg = resolve("cpu", train_per_class=250, steps=4000)
+    with pytest.raises(ValueError, match="^steps: 4000 steps need 200 epochs"):
+        type(cfg)(**{**cfg.to_dict(), "epochs": 10, "checkpoint_epochs": [0, 10]})
