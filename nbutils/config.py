@@ -52,6 +52,8 @@ class RunConfig:
     compile_mode: str = "default"
     train_baseline: bool = True
     eval_batch_size: int = 1024
+    # Test-split evaluation every this many epochs (and at checkpoints and the end).
+    eval_every: int = 1
     n_init: int = 10
     # l2 won on train clustering accuracy (train labels only) in the cpu run: see README.
     feature_norm: str = "l2"
@@ -158,7 +160,8 @@ def validate(cfg: RunConfig) -> None:
     checks.choice("profile", cfg.profile, tuple(PROFILES))
     checks.optional_path("run_dir", cfg.run_dir)
     checks.optional_path("data_root", cfg.data_root)
-    for name in ("width", "epochs", "batch_size", "eval_batch_size", "n_init", "umap_points"):
+    for name in ("width", "epochs", "batch_size", "eval_batch_size", "eval_every", "n_init",
+                 "umap_points"):
         checks.positive_int(name, getattr(cfg, name))
     checks.integer("umap_neighbors", cfg.umap_neighbors, least=2)
     if cfg.steps is not None:

@@ -237,6 +237,13 @@ def restore(path: Path, cfg: RunConfig, model: torch.nn.Module,
     return state["epoch"], state["log"]
 
 
+def evaluated(cfg: RunConfig, epoch: int) -> bool:
+    """Whether the test split is evaluated after `epoch`: every `eval_every`, at every
+    checkpoint and at the end (a short epoch on a small subset would otherwise be mostly
+    evaluation of the full test set)."""
+    return epoch % cfg.eval_every == 0 or epoch == cfg.epochs or epoch in cfg.checkpoint_epochs
+
+
 def train_model(
     cfg: RunConfig, model_name: str, data: RunData | None = None, resume: bool = True,
     progress: bool = True,
@@ -297,13 +304,15 @@ def train_model(
             for buf in model.buffers():
                 dist.broadcast(buf, 0)
         # The bare module: DDP's forward syncs buffers, and ranks hold unequal eval shards.
-        te_loss, te_acc = evaluate(model, x_te, y_te, stats, cfg.eval_batch_size, dtype, ddp)
+        te_loss, te_acc = None, None
+        if evaluated(cfg, epoch):
+            te_loss, te_acc = evaluate(model, x_te, y_te, stats, cfg.eval_batch_size, dtype, ddp)
+            bar.set_postfix(train_acc=f"{tr_acc:.3f}", test_acc=f"{te_acc:.3f}", refresh=False)
         log.append(dict(
             epoch=epoch, lr=lr_at(epoch * steps - 1, steps * cfg.epochs, cfg),
             train_loss=tr_loss, train_acc=tr_acc, test_loss=te_loss, test_acc=te_acc,
             seconds=time.perf_counter() - t0,
         ))
-        bar.set_postfix(train_acc=f"{tr_acc:.3f}", test_acc=f"{te_acc:.3f}", refresh=False)
         if ddp.main:
             if epoch in cfg.checkpoint_epochs:
                 save_torch(checkpoint_path(cfg, model_name, epoch),

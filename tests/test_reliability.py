@@ -424,7 +424,7 @@ BAD_PARAMETERS = [
     ("weight_decay", -1e-4), ("momentum", 1.0), ("schedule", "linear"),
     ("checkpoint_epochs", [0, 99]), ("checkpoint_epochs", []), ("amp", "fp16"),
     ("device", "tpu"), ("compile", "yes"), ("compile_mode", "fast"), ("train_baseline", 1),
-    ("eval_batch_size", -1),
+    ("eval_batch_size", -1), ("eval_every", 0),
     ("n_init", 0), ("feature_norm", "pca"), ("umap_points", 0), ("umap_neighbors", 1),
 ]
 NOT_PARTITIONS = [

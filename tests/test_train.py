@@ -63,3 +63,13 @@ def test_tiny_training_writes_checkpoints_and_log(tmp_path: Path, fake_cache: Pa
     base = train_model(cfg, "baseline", progress=False)
     assert load_torch(checkpoint_path(cfg, "baseline", 2))["model"]["head.weight"].shape == (10, 32)
     assert len(base) == 2
+
+
+@pytest.mark.slow
+def test_eval_every_skips_test_evaluations_but_not_checkpoints_or_the_end(
+        tmp_path: Path, fake_cache: Path) -> None:
+    cfg = resolve("ci", run_dir=str(tmp_path / "run"), data_root=str(fake_cache), width=2,
+                  epochs=5, train_per_class=4, test_per_class=2, checkpoint_epochs=[0, 3],
+                  train_baseline=False, amp="off", eval_every=2)
+    log = train_model(cfg, "coarse", progress=False)
+    assert [r["test_acc"] is not None for r in log] == [False, True, True, True, True]

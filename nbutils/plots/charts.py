@@ -200,8 +200,11 @@ def plot_training_curves(logs: Mapping[str, Sequence[Mapping[str, Any]]]) -> Fig
         epochs = _series(log, "epoch")
         for split, style in (("train", "-"), ("test", "--")):
             label = f"{name}, {split}"
-            ax_loss.plot(epochs, _series(log, f"{split}_loss"), style, color=colour, label=label)
-            ax_acc.plot(epochs, _series(log, f"{split}_acc"), style, color=colour, label=label)
+            for ax, key in ((ax_loss, f"{split}_loss"), (ax_acc, f"{split}_acc")):
+                values = _series(log, key)
+                # Epochs without a test evaluation (eval_every > 1) are left out, not gaps.
+                kept = np.isfinite(values)
+                ax.plot(epochs[kept], values[kept], style, color=colour, label=label)
         ax_lr.plot(epochs, _series(log, "lr"), "-", color=colour, label=name)
     ax_loss.set(title="Loss", xlabel="epoch", ylabel="cross-entropy")
     ax_acc.set(title="Accuracy", xlabel="epoch", ylabel="accuracy")
