@@ -93,6 +93,13 @@ PROFILES: dict[str, dict[str, Any]] = {
         width=64, epochs=200, schedule="cosine",
         checkpoint_epochs=[0, 1, 2, 5, 10, 20, 50, 100, 150, 200],
     ),
+    # Terminal phase on 2 cores (docs/protocol.md, section 7): 250 train images per class for
+    # 6,000 steps, chosen by scripts/tpt_pilot.py on clean train accuracy (figures/tpt/pilot.json);
+    # the full test set, evaluated every 25 epochs and at the checkpoints (every 5% of training).
+    "tpt": dict(
+        width=16, train_per_class=250, steps=6000, eval_every=25,
+        checkpoint_epochs=list(range(0, 301, 15)),
+    ),
     # The experiments of notebooks 06-10 at CPU scale: a short budget on a stratified subset,
     # about 1.5 minutes of training per run on 2 cores (see README, Experiments).
     "exp": dict(
