@@ -11,12 +11,13 @@ from typing import Any
 
 import numpy as np
 
+from nbutils.checks import FEATURE_NORMS
 from nbutils.collapse import collapse_report
 from nbutils.config import RunConfig
 from nbutils.data import class_names, mapping_table, stratified_subset
 from nbutils.features import load_features
 from nbutils.progress import tqdm
-from nbutils.recovery import FEATURE_NORMS, Recovery, raw_pixel_features, recover_fine_labels
+from nbutils.recovery import Recovery, raw_pixel_features, recover_fine_labels
 from nbutils.runs import compact_path, load_json, model_dir, record_time, save_json, save_npz
 from nbutils.train import RunData
 

@@ -18,9 +18,10 @@ import numpy as np
 import torch
 from sklearn.metrics import normalized_mutual_info_score
 
+from nbutils.checks import FEATURE_NORMS
 from nbutils.collapse import collapse_report
 from nbutils.plots import charts
-from nbutils.recovery import FEATURE_NORMS, recover_fine_labels
+from nbutils.recovery import recover_fine_labels
 from nbutils.runs import save_json, save_npz
 
 Array = np.ndarray | torch.Tensor

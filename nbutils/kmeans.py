@@ -16,6 +16,9 @@ import torch
 __all__ = ["kmeans"]
 
 
+from nbutils import checks
+
+
 def _sq_distances(x: torch.Tensor, x_sq: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     """Squared Euclidean distances (n x m) from the rows of x (norms x_sq) to the rows of c."""
     d = torch.addmm((c * c).sum(dim=1)[None, :], x, c.T, alpha=-2.0)
@@ -93,15 +96,6 @@ def _lloyd(
     return centres
 
 
-def _check_count(name: str, value: int, minimum: int, maximum: int | None = None) -> int:
-    """value as a Python int in minimum..maximum, or ValueError naming `name`."""
-    ok = not isinstance(value, bool) and isinstance(value, (int, np.integer))
-    if not ok or value < minimum or (maximum is not None and value > maximum):
-        upper = "" if maximum is None else f" and <= {maximum}"
-        raise ValueError(f"{name} must be an int >= {minimum}{upper}, got {value!r}")
-    return int(value)
-
-
 def kmeans(
     x: np.ndarray, k: int, n_init: int, seed: int, max_iter: int = 300, tol: float = 1e-4
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -117,10 +111,10 @@ def kmeans(
     x = np.asarray(x)
     if x.ndim != 2 or not np.issubdtype(x.dtype, np.floating) or not np.isfinite(x).all():
         raise ValueError(f"x must be a 2-D finite float array, got {x.dtype} {x.shape}")
-    k = _check_count("k", k, 1, len(x))
-    n_init = _check_count("n_init", n_init, 1)
-    seed = _check_count("seed", seed, 0)
-    max_iter = _check_count("max_iter", max_iter, 1)
+    k = checks.integer("k", k, least=1, most=len(x))
+    n_init = checks.integer("n_init", n_init, least=1)
+    seed = checks.integer("seed", seed, least=0)
+    max_iter = checks.integer("max_iter", max_iter, least=1)
     if not tol >= 0:
         raise ValueError(f"tol must be >= 0, got {tol!r}")
     x = np.asarray(x, dtype=np.float32 if x.dtype == np.float32 else np.float64)

@@ -17,9 +17,10 @@ import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
+from nbutils import checks
+from nbutils.checks import FEATURE_NORMS
 from nbutils.kmeans import kmeans
 
-FEATURE_NORMS = ("none", "l2", "center_l2", "standardize")
 METRIC_KEYS = (
     "train_cluster_acc",
     "test_acc_true_coarse",
@@ -95,7 +96,7 @@ def match_clusters(
     _check_same_length("y_true", y_true, "clusters", clusters)
     if candidates.ndim != 1 or candidates.size == 0 or np.unique(candidates).size < candidates.size:
         raise ValueError("candidate_labels must be a non-empty 1-D array of distinct labels")
-    n_clusters = _check_int("n_clusters", n_clusters, 1)
+    n_clusters = checks.integer("n_clusters", n_clusters, least=1)
     if len(clusters) and (clusters.min() < 0 or clusters.max() >= n_clusters):
         raise ValueError(f"clusters must lie in 0..n_clusters-1 = 0..{n_clusters - 1}")
     order = np.argsort(candidates, kind="stable")
@@ -170,13 +171,6 @@ def _check_fine_to_coarse(fine_to_coarse: np.ndarray) -> np.ndarray:
             f"fine_to_coarse must use every super-class id 0..G-1 exactly, got ids {np.unique(f2c)}"
         )
     return f2c.astype(np.int64, copy=False)
-
-
-def _check_int(name: str, value: int, minimum: int) -> int:
-    """value as a Python int >= minimum, or ValueError naming `name`."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def _group_accuracy(correct: np.ndarray, groups: np.ndarray, n_groups: int) -> list[float | None]:
@@ -290,8 +284,8 @@ def recover_fine_labels(
             "test_coarse_pred", test_coarse_pred, len(test_features), n_coarse,
             f"fine_to_coarse has {n_coarse} super-classes",
         )
-    n_init = _check_int("n_init", n_init, 1)
-    seed = _check_int("seed", seed, 0)
+    n_init = checks.integer("n_init", n_init, least=1)
+    seed = checks.integer("seed", seed, least=0)
     _check_feature_norm(feature_norm)
     if not isinstance(probe, (bool, np.bool_)):
         raise ValueError(f"probe must be a bool, got {probe!r}")
@@ -362,11 +356,11 @@ def linear_probe(
     if test_x.shape[1] != train_x.shape[1]:
         raise ValueError(f"test_x must have {train_x.shape[1]} columns, got {test_x.shape[1]}")
     seen = max(int(np.max(train_y, initial=0)), int(np.max(test_y, initial=0))) + 1
-    n_classes = seen if num_classes is None else _check_int("num_classes", num_classes, 1)
+    n_classes = seen if num_classes is None else checks.integer("num_classes", num_classes, least=1)
     train_y = _check_labels("train_y", train_y, len(train_x), n_classes, "num_classes")
     test_y = _check_labels("test_y", test_y, len(test_x), n_classes, "num_classes")
-    seed = _check_int("seed", seed, 0)
-    max_iter = _check_int("max_iter", max_iter, 1)
+    seed = checks.integer("seed", seed, least=0)
+    max_iter = checks.integer("max_iter", max_iter, least=1)
     if not weight_decay >= 0:
         raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
 

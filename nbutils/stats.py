@@ -13,15 +13,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from nbutils import checks
+
 N_BOOT = 1000
 LEVEL = 0.95
-
-
-def _check_int(name: str, value: int, minimum: int) -> int:
-    """value as a Python int >= minimum, or ValueError naming `name`."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def bootstrap_count_ci(
@@ -33,12 +28,12 @@ def bootstrap_count_ci(
     docstring), from numpy's default_rng(seed); the interval is their (1 - level) / 2 and
     (1 + level) / 2 quantiles (e.g. the 25th and 975th smallest of 1000).
     """
-    n = _check_int("n", n, 1)
-    n_correct = _check_int("n_correct", n_correct, 0)
+    n = checks.integer("n", n, least=1)
+    n_correct = checks.integer("n_correct", n_correct, least=0)
     if n_correct > n:
         raise ValueError(f"n_correct must be <= n = {n}, got {n_correct}")
-    n_boot = _check_int("n_boot", n_boot, 1)
-    seed = _check_int("seed", seed, 0)
+    n_boot = checks.integer("n_boot", n_boot, least=1)
+    seed = checks.integer("seed", seed, least=0)
     if not 0 < level < 1:
         raise ValueError(f"level must lie strictly between 0 and 1, got {level!r}")
     means = np.random.default_rng(seed).binomial(n, n_correct / n, size=n_boot) / n
@@ -65,7 +60,7 @@ def bootstrap_ci(
 
 def count_of(accuracy: float, n: int) -> int:
     """The number of correct images behind `accuracy` over n images (ValueError if none fits)."""
-    n = _check_int("n", n, 1)
+    n = checks.integer("n", n, least=1)
     if not 0 <= accuracy <= 1:
         raise ValueError(f"accuracy must lie in [0, 1], got {accuracy!r}")
     k = round(accuracy * n)

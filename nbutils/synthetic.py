@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from nbutils import checks
 from nbutils.collapse import collapse_report
 from nbutils.recovery import recover_fine_labels
 
@@ -38,21 +39,6 @@ class Mixture:
     def coarse(self, split: str) -> np.ndarray:
         """Coarse labels of `split` ('train' or 'test')."""
         return self.fine_to_coarse[getattr(self, f"fine_{split}")]
-
-
-def _check_positive_int(name: str, value: Any, least: int = 1) -> int:
-    """`value` as an int >= least, or ValueError naming `name`."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
-        raise ValueError(f"{name}: must be an integer >= {least}, got {value!r}")
-    return int(value)
-
-
-def _check_nonnegative(name: str, value: Any) -> float:
-    """`value` as a finite float >= 0, or ValueError naming `name`."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < 0:
-        raise ValueError(f"{name}: must be a finite number >= 0, got {value!r}")
-    return float(value)
 
 
 def mixture_means(
@@ -82,14 +68,14 @@ def make_mixture(
     dim: int = 32, coarse_separation: float = 8.0, noise: float = 1.0, seed: int = 0,
 ) -> Mixture:
     """Seeded Gaussian mixture; `separation` and `coarse_separation` are in units of `noise`."""
-    separation = _check_nonnegative("separation", separation)
-    coarse_separation = _check_nonnegative("coarse_separation", coarse_separation)
-    noise = _check_nonnegative("noise", noise)
-    n = _check_positive_int("n_per_cluster", n_per_cluster)
-    num_coarse = _check_positive_int("num_coarse", num_coarse, least=2)
-    k = _check_positive_int("fine_per_coarse", fine_per_coarse, least=2)
-    dim = _check_positive_int("dim", dim)
-    seed = _check_positive_int("seed", seed, least=0)
+    separation = checks.number("separation", separation)
+    coarse_separation = checks.number("coarse_separation", coarse_separation)
+    noise = checks.number("noise", noise)
+    n = checks.integer("n_per_cluster", n_per_cluster, least=1)
+    num_coarse = checks.integer("num_coarse", num_coarse, least=2)
+    k = checks.integer("fine_per_coarse", fine_per_coarse, least=2)
+    dim = checks.integer("dim", dim, least=1)
+    seed = checks.integer("seed", seed, least=0)
     means = mixture_means(num_coarse, k, dim, separation, coarse_separation, seed) * noise
     rng = np.random.default_rng(seed + 1)
     labels = np.repeat(np.arange(num_coarse * k), n)
@@ -143,14 +129,14 @@ def train_synthetic(
     n_init: int = 10, seed: int = 0,
 ) -> list[dict[str, float]]:
     """SGD (momentum 0.9) on the coarse labels in float64; the measures at every checkpoint."""
-    hidden = _check_positive_int("hidden", hidden)
-    epochs = _check_positive_int("epochs", epochs)
-    batch_size = _check_positive_int("batch_size", batch_size)
-    n_init = _check_positive_int("n_init", n_init)
-    seed = _check_positive_int("seed", seed, least=0)
-    if _check_nonnegative("lr", lr) == 0:
+    hidden = checks.integer("hidden", hidden, least=1)
+    epochs = checks.integer("epochs", epochs, least=1)
+    batch_size = checks.integer("batch_size", batch_size, least=1)
+    n_init = checks.integer("n_init", n_init, least=1)
+    seed = checks.integer("seed", seed, least=0)
+    if checks.number("lr", lr) == 0:
         raise ValueError("lr: must be positive, got 0")
-    _check_nonnegative("weight_decay", weight_decay)
+    checks.number("weight_decay", weight_decay)
     marks = sorted(set(checkpoints if checkpoints is not None else [0, epochs]) | {epochs})
     if marks[0] < 0 or marks[-1] > epochs:
         raise ValueError(f"checkpoints: must lie in 0..epochs={epochs}, got {checkpoints!r}")
@@ -190,7 +176,7 @@ def separation_sweep(
         raise ValueError("separations and seeds: each must be a non-empty list")
     mixture, training = mixture or {}, training or {}
     for s in separations:
-        _check_nonnegative("separations", s)
+        checks.number("separations", s)
     out = []
     for s in separations:
         for seed in seeds:

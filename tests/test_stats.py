@@ -75,7 +75,7 @@ def test_count_of_inverts_stored_accuracies() -> None:
     ],
 )
 def test_validation_names_parameter(call: object, name: str) -> None:
-    with pytest.raises(ValueError, match=f"^{name} must"):
+    with pytest.raises(ValueError, match=f"^{name}:? must"):
         call()
 
 
