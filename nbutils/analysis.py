@@ -18,7 +18,15 @@ from nbutils.data import class_names, mapping_table, stratified_subset
 from nbutils.features import load_features
 from nbutils.progress import tqdm
 from nbutils.recovery import Recovery, raw_pixel_features, recover_fine_labels
-from nbutils.runs import compact_path, load_json, model_dir, record_time, save_json, save_npz
+from nbutils.runs import (
+    compact_path,
+    load_json,
+    load_npz,
+    model_dir,
+    record_time,
+    save_json,
+    save_npz,
+)
 from nbutils.train import RunData
 
 # The labels each model is trained on, against which its collapse is measured.
@@ -157,6 +165,13 @@ def umap_views_of(
     record_time(cfg, "umap", time.perf_counter() - t0)
     return views
 
+
+
+def umap_views_from_compact(cfg: RunConfig) -> dict[str, Any]:
+    """UMAP views of the float16 train sample kept in compact.npz (no features needed)."""
+    saved = load_npz(compact_path(cfg))
+    return umap_views_of(cfg, saved["umap_features"].astype(np.float32), saved["umap_fine"],
+                         saved["fine_to_coarse"])
 
 def export_compact(cfg: RunConfig) -> Path:
     """Save what the figures need of the last checkpoint: the UMAP sample and final labels.

@@ -154,9 +154,7 @@ def umap(cfg: RunConfig) -> dict[str, Any]:
     """UMAP views of the last checkpoint's train sample (from compact.npz when published)."""
     if not is_published(cfg):
         return analysis.umap_views(cfg)
-    saved = compact(cfg)
-    return analysis.umap_views_of(cfg, saved["umap_features"].astype("float32"),
-                                  saved["umap_fine"], saved["fine_to_coarse"])
+    return analysis.umap_views_from_compact(cfg)
 
 
 def analyze(cfg: RunConfig, data: RunData | None = None,

@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-from nbutils.analysis import umap_views_of
+from nbutils.analysis import umap_views_from_compact
 from nbutils.config import RunConfig
 from nbutils.data import class_names
 from nbutils.plots import charts
@@ -103,9 +103,8 @@ def render_run(cfg: RunConfig, umap: bool = True) -> list[Path]:
         figures["nc_over_epochs_baseline"] = nc_figure(
             cfg, load_json(model_dir(cfg, "baseline") / "collapse.json"))
     if umap:
-        x = compact["umap_features"].astype(np.float32)
-        views = umap_views_of(cfg, x, compact["umap_fine"], compact["fine_to_coarse"])
-        figures["umap_all"], figures["umap_per_superclass"] = umap_figures(cfg, views)
+        figures["umap_all"], figures["umap_per_superclass"] = umap_figures(
+            cfg, umap_views_from_compact(cfg))
     paths = []
     for name, fig in figures.items():
         charts.save_fig(fig, cfg, name)
