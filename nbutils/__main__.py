@@ -11,12 +11,12 @@ from typing import Any
 
 import torch.distributed as dist
 
-from nbutils import results, stages
+from nbutils import results, run_index, stages
 from nbutils.analysis import feature_norm_ablation
 from nbutils.config import PARAMETERS, PROFILES, resolve
 from nbutils.distributed import preflight
 from nbutils.features_api import analyze_features_file, summary_lines
-from nbutils.paths import REPO
+from nbutils.paths import FIGURES_DIR, REPO
 from nbutils.plots import render_run
 from nbutils.reproduce import EXPERIMENTS, NotebookFailed, reproduce, run_experiments
 from nbutils.runs import (
@@ -104,6 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
     seeds = sub.add_parser("seeds", help="mean and sd over the seeds of one profile's runs")
     seeds.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     seeds.add_argument("--out", required=True, help="e.g. figures/cpu/seeds.json")
+    index = sub.add_parser("runs-index", help="figures/experiments/runs.csv: one row per trained "
+                                              "run of notebooks 06-10 and of the cpu seeds")
+    index.add_argument("--experiments", default=str(FIGURES_DIR / "experiments"),
+                       help="folder of the experiments' results JSON (their 'runs' rows)")
+    index.add_argument("--cpu", default=str(FIGURES_DIR / "cpu"),
+                       help="the published cpu profile (results.json, seeds/*/results.json)")
+    index.add_argument("--out", default=str(FIGURES_DIR / "experiments" / "runs.csv"))
     sub.choices["reproduce"].add_argument("--publish-dir", dest="publish_dir")
     sub.choices["reproduce"].add_argument(
         "--yes", action="store_true",
@@ -216,6 +223,13 @@ def cmd_seeds(args: argparse.Namespace) -> None:
           f"{len(summary['summary'])} quantities")
 
 
+def cmd_runs_index(args: argparse.Namespace) -> None:
+    """runs.csv from the experiments' JSON and the cpu seeds' results."""
+    frame = run_index.write_index(Path(args.experiments), {"cpu": Path(args.cpu)},
+                                  Path(args.out))
+    print(f"{args.out}: {len(frame)} runs")
+
+
 def cmd_readme(args: argparse.Namespace) -> None:
     """The README's results table and docs/results.md's paragraphs, rebuilt."""
     changed = stages.refresh_docs()
@@ -227,7 +241,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {
     "reproduce": cmd_reproduce, "train": cmd_train, "analyze": cmd_analyze,
     "experiments": cmd_experiments, "readme": cmd_readme, "render": cmd_render,
     "feature-norms": cmd_feature_norms, "analyze-features": cmd_analyze_features,
-    "intervals": cmd_intervals, "seeds": cmd_seeds,
+    "intervals": cmd_intervals, "seeds": cmd_seeds, "runs-index": cmd_runs_index,
 }
 
 

@@ -150,16 +150,19 @@ def resolve(profile: str = "ci", **params: Any) -> RunConfig:
     return RunConfig(profile=profile, **merged)
 
 
-def epochs_for_steps(steps: int, params: dict[str, Any]) -> int:
-    """Whole epochs that hold at least `steps` optimiser steps on the run's train split."""
+def steps_per_epoch(params: dict[str, Any]) -> int:
+    """Optimiser steps in one epoch of the run's train split: ceil(images / batch size)."""
     dataset = params.get("dataset", RunConfig.dataset)
     checks.choice("dataset", dataset, DATASETS)
     per_class = params.get("train_per_class") or (
         TRAIN_PER_CLASS[dataset] - (params.get("val_per_class") or 0))
     batch = checks.positive_int("batch_size", params.get("batch_size", RunConfig.batch_size))
-    per_epoch = math.ceil(checks.positive_int("train_per_class", per_class)
-                          * NUM_FINE[dataset] / batch)
-    return math.ceil(steps / per_epoch)
+    return math.ceil(checks.positive_int("train_per_class", per_class) * NUM_FINE[dataset] / batch)
+
+
+def epochs_for_steps(steps: int, params: dict[str, Any]) -> int:
+    """Whole epochs that hold at least `steps` optimiser steps on the run's train split."""
+    return math.ceil(steps / steps_per_epoch(params))
 
 
 def validate(cfg: RunConfig) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from nbutils import checks
+from nbutils import checks, phase
 from nbutils.collapse import collapse_report
 from nbutils.config import RunConfig, resolve
 from nbutils.data import CIFAR10_CLASSES, Split, coarse_mapping, mapping_table
@@ -21,6 +21,7 @@ from nbutils.device import select_device
 from nbutils.features import extract_checkpoint, load_features
 from nbutils.recovery import recover_fine_labels
 from nbutils.runs import create_run, features_path, load_json, save_json
+from nbutils.stats import spread
 from nbutils.sweeps import comparable
 from nbutils.train import RunData, load_run_data, train_model
 
@@ -52,25 +53,18 @@ def value(entry: dict[str, Any], path: str) -> float:
     return math.nan if node is None else float(node)
 
 
-def spread(values: list[float]) -> dict[str, float]:
-    """Mean, std (ddof=0), min, max and count of values over seeds (NaNs dropped)."""
-    v = np.asarray([x for x in values if not math.isnan(x)], dtype=np.float64)
-    if v.size == 0:
-        return {"mean": math.nan, "std": math.nan, "min": math.nan, "max": math.nan, "n": 0}
-    return {"mean": float(v.mean()), "std": float(v.std()), "min": float(v.min()),
-            "max": float(v.max()), "n": int(v.size)}
-
-
 def config_of(res: dict[str, Any], key: str) -> Any:
     """A configuration value of a run's results.json."""
     return res["config"][key]
 
 
 def run_setting(res: dict[str, Any], seeds: int) -> str:
-    """The setting a figure states: profile, width, data, epochs and number of seeds."""
+    """The setting a figure states: profile, width, data, budget and number of seeds."""
     cfg = res["config"]
     per = f"{cfg['train_per_class']}/class" if cfg["train_per_class"] else "full train set"
-    return (f"profile {cfg['profile']}: ResNet-18 w={cfg['width']}, {per}, {cfg['epochs']} epochs, "
+    budget = (f"{cfg['steps']:,} steps ({cfg['epochs']} epochs)" if cfg.get("steps")
+              else f"{cfg['epochs']} epochs")
+    return (f"profile {cfg['profile']}: ResNet-18 w={cfg['width']}, {per}, {budget}, "
             f"{seeds} seed{'s' if seeds != 1 else ''}")
 
 
@@ -93,13 +87,6 @@ def summarise(results: list[dict[str, Any]], key: str,
 # --------------------------------------------------------------------------- dynamics
 
 
-def tpt_epoch(history: list[dict[str, Any]], threshold: float = 1.0) -> int | None:
-    """First checkpoint epoch whose clean coarse train accuracy reaches `threshold`."""
-    if not 0 < threshold <= 1:
-        raise ValueError(f"threshold: must be in (0, 1], got {threshold!r}")
-    return next((h["epoch"] for h in history if h["coarse_train_acc"] >= threshold), None)
-
-
 def history_matrix(results: list[dict[str, Any]], path: str) -> tuple[np.ndarray, np.ndarray]:
     """(checkpoint epochs, seeds x epochs values) of `path` over the runs' histories."""
     epochs = [tuple(h["epoch"] for h in r["history"]) for r in results]
@@ -109,12 +96,24 @@ def history_matrix(results: list[dict[str, Any]], path: str) -> tuple[np.ndarray
             np.asarray([[value(h, path) for h in r["history"]] for r in results]))
 
 
-def dynamics_summary(results: list[dict[str, Any]], threshold: float = 1.0) -> dict[str, Any]:
-    """Every dynamics series (mean, std, per seed) and each seed's terminal-phase epoch."""
+def sample_sd(m: np.ndarray) -> np.ndarray:
+    """Column-wise sample sd (ddof=1) of a seeds x epochs matrix; NaN with a single seed."""
+    return m.std(axis=0, ddof=1) if len(m) >= 2 else np.full(m.shape[1], math.nan)
+
+
+def dynamics_summary(results: list[dict[str, Any]], threshold: float = phase.THRESHOLD,
+                     hold: float = phase.HOLD) -> dict[str, Any]:
+    """Every dynamics series (mean, sd, per seed) and each seed's terminal phase (nbutils.phase).
+
+    `tpt_epoch` is a seed's terminal-phase onset when it reached the phase (held for at least
+    `hold` of training), else None.
+    """
+    phases = [phase.terminal_phase_of(r, threshold, hold) for r in results]
     out: dict[str, Any] = {"setting": run_setting(results[0], len(results)),
                            "seeds": [config_of(r, "seed") for r in results],
-                           "threshold": threshold,
-                           "tpt_epoch": [tpt_epoch(r["history"], threshold) for r in results],
+                           "threshold": threshold, "hold": hold, "phase": phases,
+                           "tpt_epoch": [p["onset_epoch"] if p["reached"] else None
+                                         for p in phases],
                            "series": {}}
     paths = {"coarse_train_acc": "clean coarse train accuracy", **RECOVERY_KEYS, **NC1_KEYS,
              **SEPARATION_KEYS}
@@ -122,7 +121,7 @@ def dynamics_summary(results: list[dict[str, Any]], threshold: float = 1.0) -> d
         epochs, m = history_matrix(results, path)
         out["epochs"] = epochs.tolist()
         out["series"][path] = {"label": label, "mean": m.mean(axis=0).tolist(),
-                               "std": m.std(axis=0).tolist(), "per_seed": m.tolist()}
+                               "sd": sample_sd(m).tolist(), "per_seed": m.tolist()}
     return out
 
 
@@ -173,12 +172,12 @@ def grid_summary(results: list[dict[str, Any]], lrs: list[float],
     seeds = max(len(v) for v in cells.values())
     out: dict[str, Any] = {"setting": run_setting(results[0], seeds), "lrs": lrs,
                            "weight_decays": weight_decays, "labels": GRID_KEYS, "mean": {},
-                           "std": {}}
+                           "sd": {}}
     for path in GRID_KEYS:
         stats = [[spread([value(r, path) for r in cells.get((lr, wd), [])])
                   for wd in weight_decays] for lr in lrs]
         out["mean"][path] = [[s["mean"] for s in row] for row in stats]
-        out["std"][path] = [[s["std"] for s in row] for row in stats]
+        out["sd"][path] = [[s["sd"] for s in row] for row in stats]
     return out
 
 
@@ -193,13 +192,13 @@ def grid_frame(grid: dict[str, Any]) -> pd.DataFrame:
 
 
 def group_frame(summary: dict[str, dict[str, Any]]) -> pd.DataFrame:
-    """Means (with std over seeds) of a summary, one row per group."""
+    """Means (± sample sd over seeds) of a summary, one row per group."""
     rows = []
     for group, entry in summary.items():
         row = {"group": group, "seeds": entry["seeds"]}
         for key, s in entry.items():
             if isinstance(s, dict) and "mean" in s:
-                row[key] = f"{s['mean']:.4f} ± {s['std']:.4f}"
+                row[key] = f"{s['mean']:.4f} ± {s['sd']:.4f}"
         rows.append(row)
     return pd.DataFrame(rows).set_index("group")
 

@@ -9,6 +9,7 @@ published results.json, which holds accuracies and set sizes but no per-image ou
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -80,3 +81,12 @@ def mean_sd(values: Sequence[float]) -> dict[str, float | int | list[float] | No
     sd = float(np.std(x, ddof=1)) if len(x) >= 2 else None
     return {"mean": float(x.mean()), "sd": sd, "n": len(x), "values": [float(v) for v in x]}
 
+
+def spread(values: list[float]) -> dict[str, float]:
+    """Mean, sample sd (ddof=1; NaN below 2 values), min, max and count (NaNs dropped)."""
+    v = np.asarray([x for x in values if not math.isnan(x)], dtype=np.float64)
+    if v.size == 0:
+        return {"mean": math.nan, "sd": math.nan, "min": math.nan, "max": math.nan, "n": 0}
+    sd = float(v.std(ddof=1)) if v.size >= 2 else math.nan
+    return {"mean": float(v.mean()), "sd": sd, "min": float(v.min()), "max": float(v.max()),
+            "n": int(v.size)}

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from nbutils import checks
 from nbutils.collapse import collapse_report
 from nbutils.recovery import recover_fine_labels
+from nbutils.stats import spread
 
 SYNTHETIC_KEYS = ("recovery_train", "recovery_test", "nc1_coarse", "nc1_fine",
                   "fine_variance_fraction", "coarse_train_acc")
@@ -188,7 +189,7 @@ def separation_sweep(
 
 
 def summarise_sweep(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per separation: spread over seeds (mean, std, min, max) of initial and final values."""
+    """Per separation: spread over seeds (mean, sample sd, min, max) of initial and final values."""
     rows = []
     for s in sorted({r["separation"] for r in runs}):
         group = [r for r in runs if r["separation"] == s]
@@ -196,20 +197,17 @@ def summarise_sweep(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         stats = {f"final_{k}": [r["history"][-1][k] for r in group] for k in SYNTHETIC_KEYS}
         stats |= {f"init_{k}": [r["history"][0][k] for r in group] for k in SYNTHETIC_KEYS}
         stats["input_recovery"] = [r["input_recovery"] for r in group]
-        for key, values in stats.items():
-            v = np.asarray(values, dtype=np.float64)
-            row[key] = {"mean": float(v.mean()), "std": float(v.std()),
-                        "min": float(v.min()), "max": float(v.max())}
+        row |= {key: spread(values) for key, values in stats.items()}
         rows.append(row)
     return rows
 
 
 def separation_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """Mean ± std over seeds per separation, for the final and initial recovery and NC1."""
+    """Mean ± sample sd over seeds per separation, for the final and initial recovery and NC1."""
     keys = ("final_recovery_test", "init_recovery_test", "input_recovery", "final_nc1_coarse",
             "final_nc1_fine", "final_fine_variance_fraction")
     return pd.DataFrame([{"separation": r["separation"], "seeds": r["seeds"],
-                          **{k: f"{r[k]['mean']:.4f} ± {r[k]['std']:.4f}" for k in keys}}
+                          **{k: f"{r[k]['mean']:.4f} ± {r[k]['sd']:.4f}" for k in keys}}
                          for r in rows]).set_index("separation")
 
 

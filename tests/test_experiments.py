@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from nbutils import experiments as ex
-from nbutils import sweeps
+from nbutils import stats, sweeps
 from nbutils.config import resolve
 from nbutils.paths import runs_root
 from nbutils.runs import features_path, save_json, save_npz
@@ -39,26 +39,33 @@ def test_value_follows_dotted_paths_and_gives_nan_for_missing() -> None:
     assert math.isnan(ex.value(res, "nc.nothing.here"))
 
 
-def test_spread_over_seeds() -> None:
-    s = ex.spread([0.8, 0.9, 1.0, math.nan])
+def test_spread_over_seeds_uses_the_sample_sd() -> None:
+    s = stats.spread([0.8, 0.9, 1.0, math.nan])
     assert (s["n"], s["min"], s["max"]) == (3, 0.8, 1.0)
-    assert math.isclose(s["mean"], 0.9) and math.isclose(s["std"], np.std([0.8, 0.9, 1.0]))
-    assert ex.spread([])["n"] == 0
+    # ddof=1: sqrt(((-0.1)^2 + 0 + 0.1^2) / 2) = 0.1
+    assert math.isclose(s["mean"], 0.9) and math.isclose(s["sd"], 0.1)
+    assert stats.spread([])["n"] == 0 and math.isnan(stats.spread([0.5])["sd"])
 
 
-def test_terminal_phase_epoch_and_change() -> None:
+def test_dynamics_reads_the_terminal_phase_and_its_change() -> None:
     res = fake_result()
-    assert ex.tpt_epoch(res["history"]) == 10
-    assert ex.tpt_epoch(res["history"], 0.9) == 5
-    assert ex.tpt_epoch(fake_result(train_acc=(0.1, 0.2, 0.3, 0.99))["history"]) is None
-    with pytest.raises(ValueError, match="threshold"):
-        ex.tpt_epoch(res["history"], 1.5)
     summary = ex.dynamics_summary([res, fake_result(seed=1, rec=(0.5, 0.7, 0.8, 0.75))])
+    # Clean train accuracy >= 0.995 from epoch 10 of 15: held for 1/3 >= 0.3 of training.
     assert summary["epochs"] == [0, 5, 10, 15] and summary["tpt_epoch"] == [10, 10]
+    assert summary["phase"][0]["reached"] and math.isclose(summary["phase"][0]["held_fraction"],
+                                                           1 / 3)
+    sd = summary["series"]["recovery.test_acc_true_coarse"]["sd"]
+    assert math.isclose(sd[-1], math.sqrt(2) * 0.075)
     change = ex.terminal_change(summary, "recovery.test_acc_true_coarse")
     assert [round(r["change"], 6) for r in change["per_seed"]] == [0.05, -0.05]
     assert math.isclose(change["change"]["mean"], 0.0, abs_tol=1e-12)
     assert "coarse_train_acc" not in ex.terminal_changes(summary)
+    # Above threshold only at the last checkpoint: no terminal phase, and no change to report.
+    late = ex.dynamics_summary([fake_result(train_acc=(0.1, 0.2, 0.3, 0.999))])
+    assert late["tpt_epoch"] == [None] and not late["phase"][0]["reached"]
+    assert ex.terminal_change(late, "nc.coarse.nc1") is None
+    with pytest.raises(ValueError, match="threshold"):
+        ex.dynamics_summary([res], threshold=1.5)
 
 
 def test_history_matrix_needs_equal_checkpoints() -> None:

@@ -111,7 +111,7 @@ def test_summary_spreads_over_seeds(sweep: list[dict]) -> None:
     values = final(sweep, 8.0, "recovery_test")
     stats = rows[1]["final_recovery_test"]
     assert math.isclose(stats["mean"], np.mean(values)) and stats["min"] == min(values)
-    assert math.isclose(stats["std"], np.std(values))
+    assert math.isclose(stats["sd"], np.std(values, ddof=1))
 
 
 def test_sweep_refuses_empty_or_negative_input() -> None:

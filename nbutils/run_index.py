@@ -1,0 +1,90 @@
+"""One tidy index of every trained run: `figures/experiments/runs.csv`, one row per run.
+
+Rows come from results.json records (docs/protocol.md, section 11): each experiment notebook
+(06-10) stores the rows of its runs in its results JSON under `"runs"`, and the `cpu` seeds are
+read from `figures/cpu/results.json` and `figures/cpu/seeds/*/results.json`. `build_index`
+gathers them; `python -m nbutils runs-index` writes the CSV, which readers and our figures load
+with pandas.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from nbutils import phase
+from nbutils.config import steps_per_epoch
+from nbutils.runs import load_json
+
+COLUMNS = (
+    "experiment", "mapping", "lr", "weight_decay", "seed", "width", "train_per_class", "steps",
+    "epochs", "final_clean_coarse_train_acc", "reached_terminal_phase", "tpt_epoch", "tpt_step",
+    "recovery_train", "recovery_test_a", "recovery_test_b", "recovery_test_c", "recovery_test_d",
+    "between_fine_share", "nc1_coarse", "coarse_test_acc", "baseline_test_acc",
+)
+# Where each column's number sits in a results.json record.
+PATHS = {
+    "recovery_train": ("recovery", "train_cluster_acc"),
+    "recovery_test_a": ("recovery", "test_acc_true_coarse"),
+    "recovery_test_b": ("recovery", "test_acc_pred_coarse"),
+    "recovery_test_c": ("recovery", "test_cluster_acc_true_coarse"),
+    "recovery_test_d": ("recovery", "test_cluster_acc_pred_coarse"),
+    "between_fine_share": ("nc", "fine_structure", "fine_variance_fraction_mean"),
+    "nc1_coarse": ("nc", "coarse", "nc1"),
+    "coarse_test_acc": ("coarse", "test_acc"),
+    "baseline_test_acc": ("baseline", "test_acc"),
+}
+
+
+def _number(node: Any, path: tuple[str, ...]) -> float:
+    """The number at `path` inside nested dicts; NaN when absent or None."""
+    for key in path:
+        if not isinstance(node, dict) or node.get(key) is None:
+            return math.nan
+        node = node[key]
+    return float(node)
+
+
+def run_row(res: dict[str, Any], experiment: str) -> dict[str, Any]:
+    """The index row of one results.json record (a run of `experiment`)."""
+    cfg = res["config"]
+    per_epoch = steps_per_epoch(cfg)
+    tpt = phase.terminal_phase_of(res)
+    onset = tpt["onset_epoch"] if tpt["reached"] else None
+    row = {"experiment": experiment, "mapping": str(cfg["mapping"]), "lr": cfg["lr"],
+           "weight_decay": cfg["weight_decay"], "seed": cfg["seed"], "width": cfg["width"],
+           "train_per_class": cfg["train_per_class"], "steps": cfg["epochs"] * per_epoch,
+           "epochs": cfg["epochs"],
+           "final_clean_coarse_train_acc": res["history"][-1]["coarse_train_acc"],
+           "reached_terminal_phase": tpt["reached"], "tpt_epoch": onset,
+           "tpt_step": None if onset is None else onset * per_epoch}
+    return row | {col: _number(res, path) for col, path in PATHS.items()}
+
+
+def seed_results(profile_dir: Path) -> list[dict[str, Any]]:
+    """results.json of a published profile (seed 0) and of each `seeds/*/` beside it."""
+    files = [profile_dir / "results.json", *sorted(profile_dir.glob("seeds/*/results.json"))]
+    return [load_json(f) for f in files if f.is_file()]
+
+
+def build_index(experiments_dir: Path, profile_dirs: dict[str, Path]) -> pd.DataFrame:
+    """Rows of every experiment JSON's `runs` and of every seed of the given profiles."""
+    rows: list[dict[str, Any]] = []
+    for path in sorted(Path(experiments_dir).glob("*.json")):
+        rows += load_json(path).get("runs", []) if path.name != "pilot.json" else []
+    for name, folder in profile_dirs.items():
+        rows += [run_row(res, name) for res in seed_results(Path(folder))]
+    frame = pd.DataFrame(rows, columns=list(COLUMNS))
+    return frame.sort_values(["experiment", "mapping", "lr", "weight_decay", "seed"],
+                             kind="stable", ignore_index=True)
+
+
+def write_index(experiments_dir: Path, profile_dirs: dict[str, Path], out: Path) -> pd.DataFrame:
+    """Write build_index as CSV to `out`; the frame."""
+    frame = build_index(experiments_dir, profile_dirs)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(out, index=False)
+    return frame
