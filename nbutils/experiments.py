@@ -153,6 +153,20 @@ def terminal_change(summary: dict[str, Any], path: str) -> dict[str, Any] | None
     return {"per_seed": rows, "change": spread([r["change"] for r in rows])} if rows else None
 
 
+def change_frame(changes: dict[str, Any], labels: dict[str, str]) -> pd.DataFrame:
+    """One row per measure: seeds in the terminal phase, mean at onset and end, change ± sd."""
+    rows = []
+    for path, change in changes.items():
+        if change:
+            per = change["per_seed"]
+            rows.append({"measure": labels.get(path, path), "seeds": len(per),
+                         "at onset (mean)": np.mean([r["at_tpt"] for r in per]),
+                         "end (mean)": np.mean([r["end"] for r in per]),
+                         "change (mean)": change["change"]["mean"],
+                         "change (sd, ddof=1)": change["change"]["sd"]})
+    return pd.DataFrame(rows).set_index("measure") if rows else pd.DataFrame()
+
+
 # --------------------------------------------------------------------------- grid
 
 GRID_KEYS = {"recovery.test_acc_true_coarse": "fine recovery, test (a)",

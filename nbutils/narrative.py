@@ -20,6 +20,7 @@ from nbutils.data import NUM_FINE, class_names, coarse_mapping
 from nbutils.phase import terminal_phase_of
 from nbutils.results import PAPER_TEST_ACC
 from nbutils.runs import atomic_write, load_json
+from nbutils.stats import t_interval
 
 PAPER_WIDTH = 64
 WRAP = 100
@@ -449,3 +450,54 @@ def update_docs(path: Path, figures_dir: Path) -> bool:
         atomic_write(path, lambda p: p.write_text(new))
     return new != text
 
+
+
+# Dynamics (notebook 06): how each measure moves from the terminal-phase onset to the end.
+DYNAMICS_MEASURES = {
+    "recovery.test_acc_true_coarse": ("test recovery (a)", "pct"),
+    "recovery.train_cluster_acc": ("train clustering recovery", "pct"),
+    "nc.fine_structure.fine_variance_fraction_mean": ("between-fine share of a super-class's "
+                                                      "variance", "pct"),
+    "nc.fine_structure.nc1_within_superclass_mean": ("NC1 of the two fine classes in a "
+                                                     "super-class", "g3"),
+    "nc.coarse.nc1": ("coarse NC1", "g3"),
+}
+
+
+def _change_item(name: str, change: dict[str, Any], fmt: str) -> str:
+    """'- **name**: A -> B, mean change c, 95% interval over seeds [lo, hi]: verdict.'"""
+    rows = change["per_seed"]
+    show = pct if fmt == "pct" else _g3
+    diff = ((lambda d: f"{100 * d:+.1f}") if fmt == "pct" else (lambda d: f"{d:+.3g}"))
+    unit = " points" if fmt == "pct" else ""
+    start = sum(r["at_tpt"] for r in rows) / len(rows)
+    end = sum(r["end"] for r in rows) / len(rows)
+    ci = t_interval([r["change"] for r in rows])
+    mean = diff(change["change"]["mean"])
+    text = f"- **{name}**: {show(start)} → {show(end)}, mean change {mean}{unit}"
+    if ci is None or len(rows) < MIN_SEEDS:
+        return text + f"; {len(rows)} seed(s), too few to call a change."
+    verdict = ("it falls" if ci[1] < 0 else "it rises" if ci[0] > 0
+               else "the interval includes zero, no change resolved")
+    return text + f", 95% interval over seeds [{diff(ci[0])}, {diff(ci[1])}]{unit}: {verdict}."
+
+
+def dynamics(summary: dict[str, Any], changes: dict[str, Any]) -> str:
+    """What the dynamics runs show: terminal phase per seed, then each measure's change."""
+    phases, n = summary["phase"], len(summary["phase"])
+    reached = [s for s, p in zip(summary["seeds"], phases, strict=True) if p["reached"]]
+    onsets = [p["onset_epoch"] for p in phases if p["reached"]]
+    head = (f"{summary['setting']}. The terminal phase (clean coarse train accuracy at or above "
+            f"{pct(summary['threshold'])} at every checkpoint to the end, over at least "
+            f"{100 * summary['hold']:.0f}% of training) is reached by {len(reached)} of {n} seeds")
+    if not reached:
+        return head + ", so this experiment says nothing about the terminal phase."
+    head += (f" (seeds {', '.join(map(str, reached))}; onsets at epochs "
+             f"{', '.join(map(str, onsets))}, known to one checkpoint). From the onset to the end "
+             f"of training, mean over those seeds, with a Student-t interval over seeds:")
+    items = [_change_item(name, changes[path], fmt)
+             for path, (name, fmt) in DYNAMICS_MEASURES.items() if changes.get(path)]
+    tail = ("Train and test recovery are reported apart: a fall on test alone would be a "
+            "train/test gap, not fine structure lost from the features.")
+    return "\n\n".join([textwrap.fill(head, WRAP, break_long_words=False), "\n".join(items),
+                         tail])

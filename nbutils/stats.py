@@ -13,6 +13,7 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
+import scipy.stats
 
 from nbutils import checks
 
@@ -90,3 +91,12 @@ def spread(values: list[float]) -> dict[str, float]:
     sd = float(v.std(ddof=1)) if v.size >= 2 else math.nan
     return {"mean": float(v.mean()), "sd": sd, "min": float(v.min()), "max": float(v.max()),
             "n": int(v.size)}
+
+
+def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float] | None:
+    """Student-t interval of the mean over seeds (sample sd, n - 1 dof); None below 2 values."""
+    x = np.asarray([v for v in values if not math.isnan(v)], dtype=np.float64)
+    if len(x) < 2:
+        return None
+    half = scipy.stats.t.ppf(0.5 + level / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x))
+    return float(x.mean() - half), float(x.mean() + half)

@@ -68,8 +68,10 @@ def test_every_figure_is_a_nonempty_image(executed: Path, name: str) -> None:
 
 def test_results_files_are_well_formed(executed: Path) -> None:
     res = {n: json.loads((executed / f).read_text()) for n, f in RESULTS.items()}
-    dyn = res["06_dynamics"]["exp"]
+    dyn = res["06_dynamics"]["summary"]
     assert dyn["epochs"] == [0, 1] and dyn["seeds"] == [0] and "profile ci" in dyn["setting"]
+    assert [r["experiment"] for r in res["06_dynamics"]["runs"]] == ["dynamics"]
+    assert len(dyn["phase"]) == 1 and dyn["hold"] == 0.3
     assert res["06_dynamics"]["cpu"]["setting"].startswith("profile cpu")
     grid = res["07_grid"]
     assert grid["lrs"] == [0.1] and 0 <= grid["mean"]["recovery.test_acc_true_coarse"][0][0] <= 1

@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_experiments import fake_result
 
+from nbutils import experiments as ex
 from nbutils import narrative
 
 REPO = Path(__file__).resolve().parents[1]
@@ -224,3 +226,18 @@ def test_update_docs_needs_markers(tmp_path: Path) -> None:
     doc.write_text("no markers\n")
     with pytest.raises(ValueError, match="has no <!-- summary:<profile>:start/end --> markers"):
         narrative.update_docs(doc, tmp_path)
+
+
+def test_dynamics_text_calls_a_change_only_from_three_seeds_and_its_interval() -> None:
+    # Coarse NC1 falls identically in every seed (1/11 -> 1/16); recovery (a) moves by
+    # +0, +1, +2 points: mean +1, sd 1, t(0.975, 2) * 1 / sqrt(3) = 2.48 > 1, so unresolved.
+    runs = [fake_result(seed=s, rec=(0.5, 0.7, 0.8, 0.8 + 0.01 * s)) for s in range(3)]
+    summary = ex.dynamics_summary(runs)
+    text = " ".join(narrative.dynamics(summary, ex.terminal_changes(summary)).split())
+    assert "reached by 3 of 3 seeds" in text
+    assert "**coarse NC1**: 0.0909 → 0.0625" in text and "it falls." in text
+    assert "[-1.5, +3.5] points: the interval includes zero" in text
+    two = ex.dynamics_summary(runs[:2])
+    assert "too few to call a change" in narrative.dynamics(two, ex.terminal_changes(two))
+    late = ex.dynamics_summary([fake_result(train_acc=(0.1, 0.2, 0.3, 0.999))])
+    assert narrative.dynamics(late, {}).endswith("says nothing about the terminal phase.")
