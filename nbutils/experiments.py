@@ -239,8 +239,11 @@ def pair_table(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 # --------------------------------------------------------------------------- 20-label split
 
-SPLIT_MODELS = {"baseline": "20-label model (halves are labels)",
-                "coarse": "10-label model (halves unlabelled)"}
+# Split model -> the pipeline model that trains it: the pipeline's "baseline" learns the run's
+# fine labels, here the 20 halves; its "coarse" model learns their classes, the 10 real ones.
+SPLIT_MODELS = {"20-label": "baseline", "10-label": "coarse"}
+SPLIT_LABELS = {"20-label": "20-label model (halves are labels)",
+                "10-label": "10-label model (halves unlabelled)"}
 
 
 def split_halves(labels: np.ndarray, seed: int) -> np.ndarray:
@@ -257,8 +260,8 @@ def split_halves(labels: np.ndarray, seed: int) -> np.ndarray:
 def split_run_data(cfg: RunConfig) -> RunData:
     """The run's data with every class split at random into halves 2c and 2c+1 (20 labels).
 
-    The fine -> super-class map sends each half back to its class, so in the pipeline's terms
-    the 'baseline' model learns the 20 halves and the 'coarse' model the 10 real classes.
+    The fine -> super-class map sends each half back to its class, so the pipeline's 'baseline'
+    model is the 20-label model and its 'coarse' model the 10-label one (SPLIT_MODELS).
     """
     data = load_run_data(cfg)
 
@@ -271,26 +274,37 @@ def split_run_data(cfg: RunConfig) -> RunData:
                    np.arange(20, dtype=np.int64) // 2)
 
 
-def half_separation(cfg: RunConfig, model: str, epoch: int) -> dict[str, Any]:
-    """How far the halves of each class separate in one checkpoint's features."""
-    f = load_features(cfg, model, epoch)
+def half_separation(cfg: RunConfig, split_model: str, epoch: int) -> dict[str, Any]:
+    """How far the halves of each class separate in one checkpoint's features.
+
+    `own_train_acc` is the clean (eval-mode) train accuracy on the labels the model was trained
+    on, 20 halves or 10 classes, which says whether and when it fits them. For the 20-label
+    model, `head_half_acc_*` is the head's half decision where it named the right class: on
+    train it measures memorisation of the halves; on test the halves are a fresh random split,
+    so it is at chance (0.5) by construction.
+    """
+    f = load_features(cfg, SPLIT_MODELS[split_model], epoch)
     f2c = f["fine_to_coarse"]
-    trained_on = "fine" if model == "baseline" else "coarse"
+    trained_on = "fine" if split_model == "20-label" else "coarse"
     nc = collapse_report(f["train_features"], f["train_fine"], f2c, trained_on,
                          head_weight=f["head_weight"], head_bias=f["head_bias"])
     rec = recover_fine_labels(f["train_features"], f["train_fine"], f["test_features"],
                               f["test_fine"], f2c, n_init=cfg.n_init, seed=cfg.seed,
                               feature_norm=cfg.feature_norm, probe=False).metrics
-    pred = f["test_pred"] if model == "coarse" else f["test_pred"] // 2
+    classes = {s: f2c[f[f"{s}_fine"]] for s in ("train", "test")}
+    pred_class = {s: f[f"{s}_pred"] // 2 if trained_on == "fine" else f[f"{s}_pred"]
+                  for s in ("train", "test")}
+    own = f["train_fine"] if trained_on == "fine" else classes["train"]
     out = {"epoch": epoch, "train_cluster_acc": rec["train_cluster_acc"],
            "test_acc_true_class": rec["test_acc_true_coarse"],
            "fine_variance_fraction": nc["fine_structure"]["fine_variance_fraction_mean"],
            "nc1_within_class": nc["fine_structure"]["nc1_within_superclass_mean"],
-           "class_test_acc": float((pred == f2c[f["test_fine"]]).mean())}
-    if model == "baseline":
-        # The head's own half decision, counted where it named the right class.
+           "own_train_acc": float((f["train_pred"] == own).mean()),
+           "class_train_acc": float((pred_class["train"] == classes["train"]).mean()),
+           "class_test_acc": float((pred_class["test"] == classes["test"]).mean())}
+    if trained_on == "fine":
         for split in ("train", "test"):
-            right = f[f"{split}_pred"] // 2 == f2c[f[f"{split}_fine"]]
+            right = pred_class[split] == classes[split]
             hit = f[f"{split}_pred"][right] == f[f"{split}_fine"][right]
             out[f"head_half_acc_{split}"] = float(hit.mean()) if right.any() else math.nan
     return out
@@ -311,9 +325,13 @@ def split_configs(profile: str, root: str | Path, seeds: list[int],
                     **given) for s in seeds]
 
 
-def run_split(cfg: RunConfig, models: tuple[str, ...] = ("baseline", "coarse"),
+def run_split(cfg: RunConfig, models: tuple[str, ...] = tuple(SPLIT_MODELS),
               progress: bool = True) -> dict[str, Any]:
-    """Train the split run's models (resuming), extract features, measure the halves."""
+    """Train the split run's models (resuming), extract features, measure the halves.
+
+    Each model records its history over checkpoints and its terminal phase (nbutils.phase) on
+    the labels it was trained on.
+    """
     checks.flag("progress", progress)
     unknown = sorted(set(models) - set(SPLIT_MODELS))
     if unknown or not models:
@@ -322,19 +340,24 @@ def run_split(cfg: RunConfig, models: tuple[str, ...] = ("baseline", "coarse"),
     path = Path(cfg.run_dir) / "split_results.json"
     if path.is_file():
         done = load_json(path)
-        if comparable(done["config"]) == comparable(cfg.to_dict()):
+        if (comparable(done["config"]) == comparable(cfg.to_dict())
+                and all(m in done for m in models)):
             return done
     data = split_run_data(cfg)
     create_run(cfg)
     device = select_device(cfg.device)
     out: dict[str, Any] = {"config": cfg.to_dict(), "labels": "20 random halves (2 per class)"}
     for model in models:
-        log = train_model(cfg, model, data, progress=progress)
+        trained = SPLIT_MODELS[model]
+        log = train_model(cfg, trained, data, progress=progress)
         for epoch in cfg.checkpoint_epochs:
-            if not features_path(cfg, model, epoch).is_file():
-                extract_checkpoint(cfg, model, epoch, data, device, progress)
+            if not features_path(cfg, trained, epoch).is_file():
+                extract_checkpoint(cfg, trained, epoch, data, device, progress)
+        history = [half_separation(cfg, model, e) for e in cfg.checkpoint_epochs]
         out[model] = {"train_acc_augmented": log[-1]["train_acc"], "test_acc": log[-1]["test_acc"],
-                      "history": [half_separation(cfg, model, e) for e in cfg.checkpoint_epochs]}
+                      "phase": phase.terminal_phase([h["epoch"] for h in history],
+                                                    [h["own_train_acc"] for h in history]),
+                      "history": history}
     save_json(path, out)
     return out
 
@@ -351,16 +374,20 @@ def split_summary(split_runs: list[dict[str, Any]],
                   merged_runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Spread over seeds of the halves' separation (each model) beside real merged pairs."""
     out = {}
-    for model, label in SPLIT_MODELS.items():
+    for model, label in SPLIT_LABELS.items():
         runs = [r for r in split_runs if model in r]
         if runs:
             finals = [r[model]["history"][-1] for r in runs]
-            keys = (*SPLIT_KEYS, "class_test_acc", "head_half_acc_train", "head_half_acc_test")
+            keys = (*SPLIT_KEYS, "own_train_acc", "class_train_acc", "class_test_acc",
+                    "head_half_acc_train", "head_half_acc_test")
             out[model] = {"label": label, "seeds": [r["config"]["seed"] for r in runs],
+                          "reached_terminal_phase": [r[model]["phase"]["reached"] for r in runs],
                           **{k: spread([f.get(k, math.nan) for f in finals]) for k in keys}}
     if merged_runs:
         out["merged"] = {
             "label": f"5-label {config_of(merged_runs[0], 'mapping')} model (real pairs merged)",
             "seeds": [config_of(r, "seed") for r in merged_runs],
+            "reached_terminal_phase": [phase.terminal_phase_of(r)["reached"]
+                                       for r in merged_runs],
             **{k: spread([value(r, p) for r in merged_runs]) for k, p in MERGED_KEYS.items()}}
     return out

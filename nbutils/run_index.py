@@ -64,6 +64,31 @@ def run_row(res: dict[str, Any], experiment: str) -> dict[str, Any]:
     return row | {col: _number(res, path) for col, path in PATHS.items()}
 
 
+def split_row(res: dict[str, Any], model: str) -> dict[str, Any]:
+    """The index row of one model of a 20-label split run (notebook 09).
+
+    Its "coarse" labels are the 10 real classes and its "fine" labels the 20 random halves:
+    `final_clean_coarse_train_acc` is the clean train accuracy on the labels `model` was
+    trained on (halves for the 20-label model), the terminal phase is read on those labels, and
+    recovery is that of the halves inside each class.
+    """
+    cfg, part = res["config"], res[model]
+    per_epoch = steps_per_epoch(cfg)
+    final, tpt = part["history"][-1], part["phase"]
+    onset = tpt["onset_epoch"] if tpt["reached"] else None
+    row = {"experiment": f"split-{model}", "mapping": "halves", "lr": cfg["lr"],
+           "weight_decay": cfg["weight_decay"], "seed": cfg["seed"], "width": cfg["width"],
+           "train_per_class": cfg["train_per_class"], "steps": cfg["epochs"] * per_epoch,
+           "epochs": cfg["epochs"], "final_clean_coarse_train_acc": final["own_train_acc"],
+           "reached_terminal_phase": tpt["reached"], "tpt_epoch": onset,
+           "tpt_step": None if onset is None else onset * per_epoch,
+           "recovery_train": final["train_cluster_acc"],
+           "recovery_test_a": final["test_acc_true_class"],
+           "between_fine_share": final["fine_variance_fraction"],
+           "coarse_test_acc": final["class_test_acc"]}
+    return {col: row.get(col, math.nan) for col in COLUMNS}
+
+
 def seed_results(profile_dir: Path) -> list[dict[str, Any]]:
     """results.json of a published profile (seed 0) and of each `seeds/*/` beside it."""
     files = [profile_dir / "results.json", *sorted(profile_dir.glob("seeds/*/results.json"))]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from nbutils import experiments as ex
-from nbutils import stats, sweeps
+from nbutils import run_index, stats, sweeps
 from nbutils.config import resolve
 from nbutils.paths import runs_root
 from nbutils.runs import features_path, save_json, save_npz
@@ -146,28 +146,35 @@ def write_features(cfg, model: str, gap: float, seed: int = 0) -> None:
 def test_half_separation_on_known_geometry(tmp_path: Path) -> None:
     cfg = resolve("ci", run_dir=str(tmp_path), n_init=4, feature_norm="none")
     write_features(cfg, "baseline", gap=12.0)
-    apart = ex.half_separation(cfg, "baseline", cfg.epochs)
+    apart = ex.half_separation(cfg, "20-label", cfg.epochs)
     assert apart["train_cluster_acc"] == 1.0 and apart["test_acc_true_class"] == 1.0
     # between / (between + within): gap^2 / 4 against a unit variance in 8 dimensions
     assert math.isclose(apart["fine_variance_fraction"], 36 / (36 + 8), rel_tol=0.1)
     assert apart["head_half_acc_train"] == 1.0 and apart["class_test_acc"] == 1.0
+    assert apart["own_train_acc"] == 1.0 and apart["class_train_acc"] == 1.0
     write_features(cfg, "coarse", gap=0.0)
-    mixed = ex.half_separation(cfg, "coarse", cfg.epochs)
+    mixed = ex.half_separation(cfg, "10-label", cfg.epochs)
     assert mixed["test_acc_true_class"] < 0.6 and mixed["fine_variance_fraction"] < 0.02
     assert "head_half_acc_test" not in mixed
 
 
 def test_split_summary_sets_halves_beside_merged_pairs() -> None:
     final = {"train_cluster_acc": 0.9, "test_acc_true_class": 0.5, "fine_variance_fraction": 0.1,
-             "nc1_within_class": 3.0, "class_test_acc": 0.7, "head_half_acc_train": 0.95,
-             "head_half_acc_test": 0.5}
-    split = [{"config": {"seed": s}, "baseline": {"history": [final]},
-              "coarse": {"history": [final]}} for s in (0, 1)]
+             "nc1_within_class": 3.0, "own_train_acc": 1.0, "class_train_acc": 1.0,
+             "class_test_acc": 0.7, "head_half_acc_train": 0.95, "head_half_acc_test": 0.5}
+    fitted = {"reached": True, "onset_epoch": 10}
+    split = [{"config": {"seed": s}, "20-label": {"history": [final], "phase": fitted},
+              "10-label": {"history": [final], "phase": fitted}} for s in (0, 1)]
     summary = ex.split_summary(split, [fake_result(0), fake_result(1)])
-    assert list(summary) == ["baseline", "coarse", "merged"]
-    assert summary["baseline"]["train_cluster_acc"]["n"] == 2
+    assert list(summary) == ["20-label", "10-label", "merged"]
+    assert summary["20-label"]["train_cluster_acc"]["n"] == 2
+    assert summary["20-label"]["reached_terminal_phase"] == [True, True]
     assert summary["merged"]["test_acc_true_class"]["mean"] == 0.9
+    assert summary["merged"]["reached_terminal_phase"] == [True, True]
     assert "mod5" in summary["merged"]["label"]
+    row = run_index.split_row({**split[0], "config": resolve("tpt").to_dict()}, "20-label")
+    assert row["experiment"] == "split-20-label" and row["mapping"] == "halves"
+    assert row["steps"] == 6000 and row["tpt_step"] == 200 and math.isnan(row["nc1_coarse"])
 
 
 def test_run_names_share_runs_across_experiments() -> None:

@@ -42,8 +42,8 @@ def parameters(name: str, root: Path, out: Path, data_root: Path) -> dict:
     extra = {"06_dynamics": {"seeds": [0]},
              "07_grid": {"lrs": [0.1], "weight_decays": [5e-4]},
              "08_hierarchies": {"mappings": {"mod5": [0]}},
-             "09_split": {"seeds": [0], "merged_root": str(root), "models": ["baseline", "coarse"],
-                          "runs_root": str(root / "split")}}
+             "09_split": {"seeds": [0], "merged_root": str(root),
+                          "models": ["20-label", "10-label"], "runs_root": str(root / "split")}}
     return {**params, **extra[name]}
 
 
@@ -77,6 +77,8 @@ def test_results_files_are_well_formed(executed: Path) -> None:
     assert grid["lrs"] == [0.1] and 0 <= grid["mean"]["recovery.test_acc_true_coarse"][0][0] <= 1
     assert list(res["08_hierarchies"]["by_mapping"]) == ["mod5"]
     assert len(res["08_hierarchies"]["pairs"]) == 5
-    assert set(res["09_split"]["summary"]) == {"baseline", "coarse", "merged"}
+    assert set(res["09_split"]["summary"]) == {"20-label", "10-label", "merged"}
+    assert [r["experiment"] for r in res["09_split"]["runs"]] == ["split-20-label",
+                                                                  "split-10-label"]
     syn = res["10_synthetic"]["by_separation"]
     assert [r["separation"] for r in syn] == [0.0, 8.0]
