@@ -177,22 +177,61 @@ GRID_KEYS = {"recovery.test_acc_true_coarse": "fine recovery, test (a)",
              "nc.fine_structure.fine_variance_fraction_mean": "between-fine variance share"}
 
 
+# What the chosen grid cell reports on test, beside its 10-label baseline.
+CHOSEN_KEYS = (*SUMMARY_KEYS, "recovery.test_cluster_acc_true_coarse",
+               "recovery.test_cluster_acc_pred_coarse", "baseline.test_acc", "ratio_to_baseline")
+
+
 def grid_summary(results: list[dict[str, Any]], lrs: list[float],
                  weight_decays: list[float]) -> dict[str, Any]:
-    """lr x weight-decay matrices (mean over seeds; NaN for a missing cell) of GRID_KEYS."""
+    """lr x weight-decay matrices (mean and sample sd over seeds; NaN for a missing cell).
+
+    Besides GRID_KEYS, `reached` holds each cell's share of seeds in the terminal phase. Runs
+    with `val_per_class` were evaluated on a validation split carved from train, which
+    `evaluated_on` says: their "test" numbers are validation numbers.
+    """
     cells: dict[tuple[float, float], list[dict[str, Any]]] = {}
     for res in results:
         cells.setdefault((config_of(res, "lr"), config_of(res, "weight_decay")), []).append(res)
     seeds = max(len(v) for v in cells.values())
+    val = config_of(results[0], "val_per_class")
     out: dict[str, Any] = {"setting": run_setting(results[0], seeds), "lrs": lrs,
-                           "weight_decays": weight_decays, "labels": GRID_KEYS, "mean": {},
-                           "sd": {}}
+                           "weight_decays": weight_decays, "labels": GRID_KEYS,
+                           "evaluated_on": f"validation ({val}/class carved from train)"
+                           if val else "test", "mean": {}, "sd": {}, "reached": []}
     for path in GRID_KEYS:
         stats = [[spread([value(r, path) for r in cells.get((lr, wd), [])])
                   for wd in weight_decays] for lr in lrs]
         out["mean"][path] = [[s["mean"] for s in row] for row in stats]
         out["sd"][path] = [[s["sd"] for s in row] for row in stats]
+    out["reached"] = [[reached_share(cells.get((lr, wd), [])) for wd in weight_decays]
+                      for lr in lrs]
     return out
+
+
+def reached_share(results: list[dict[str, Any]]) -> float:
+    """Share of runs in the terminal phase (nbutils.phase); NaN for no runs."""
+    if not results:
+        return math.nan
+    return sum(phase.terminal_phase_of(r)["reached"] for r in results) / len(results)
+
+
+def best_cell(grid: dict[str, Any], path: str = "recovery.test_acc_pred_coarse") -> dict[str, Any]:
+    """The cell with the highest mean `path`, among cells whose every seed is in the terminal phase.
+
+    When no cell qualifies, the best of all cells is returned with `all_in_terminal_phase`
+    False, so that a reader sees the choice was made before convergence.
+    """
+    means = np.asarray(grid["mean"][path], dtype=np.float64)
+    converged = np.asarray(grid["reached"], dtype=np.float64) == 1.0
+    pool = np.where(converged, means, np.nan) if converged.any() else means
+    if np.isnan(pool).all():
+        raise ValueError(f"grid: no cell has a value of {path!r}")
+    i, j = np.unravel_index(np.nanargmax(pool), pool.shape)
+    return {"lr": grid["lrs"][i], "weight_decay": grid["weight_decays"][j], "by": path,
+            "on": grid["evaluated_on"], "value": float(means[i, j]),
+            "all_in_terminal_phase": bool(converged[i, j]),
+            "cells_in_terminal_phase": int(converged.sum())}
 
 
 def grid_frame(grid: dict[str, Any]) -> pd.DataFrame:
@@ -201,6 +240,7 @@ def grid_frame(grid: dict[str, Any]) -> pd.DataFrame:
     for i, lr in enumerate(grid["lrs"]):
         for j, wd in enumerate(grid["weight_decays"]):
             rows.append({"lr": lr, "weight_decay": wd,
+                         "seeds in terminal phase (share)": grid["reached"][i][j],
                          **{label: grid["mean"][p][i][j] for p, label in grid["labels"].items()}})
     return pd.DataFrame(rows)
 

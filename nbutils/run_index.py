@@ -4,7 +4,8 @@ Rows come from results.json records (docs/protocol.md, section 11): each experim
 (06-10) stores the rows of its runs in its results JSON under `"runs"`, and the `cpu` seeds are
 read from `figures/cpu/results.json` and `figures/cpu/seeds/*/results.json`. `build_index`
 gathers them; `python -m nbutils runs-index` writes the CSV, which readers and our figures load
-with pandas.
+with pandas. With `val_per_class` set, a run was evaluated on a validation split carved from
+train, and its `recovery_test_*` and `*_test_acc` columns are validation numbers.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from nbutils.config import steps_per_epoch
 from nbutils.runs import load_json
 
 COLUMNS = (
-    "experiment", "mapping", "lr", "weight_decay", "seed", "width", "train_per_class", "steps",
+    "experiment", "mapping", "lr", "weight_decay", "seed", "width", "train_per_class",
+    "val_per_class", "steps",
     "epochs", "final_clean_coarse_train_acc", "reached_terminal_phase", "tpt_epoch", "tpt_step",
     "recovery_train", "recovery_test_a", "recovery_test_b", "recovery_test_c", "recovery_test_d",
     "between_fine_share", "nc1_coarse", "coarse_test_acc", "baseline_test_acc",
@@ -56,8 +58,8 @@ def run_row(res: dict[str, Any], experiment: str) -> dict[str, Any]:
     onset = tpt["onset_epoch"] if tpt["reached"] else None
     row = {"experiment": experiment, "mapping": str(cfg["mapping"]), "lr": cfg["lr"],
            "weight_decay": cfg["weight_decay"], "seed": cfg["seed"], "width": cfg["width"],
-           "train_per_class": cfg["train_per_class"], "steps": cfg["epochs"] * per_epoch,
-           "epochs": cfg["epochs"],
+           "train_per_class": cfg["train_per_class"], "val_per_class": cfg.get("val_per_class"),
+           "steps": cfg["epochs"] * per_epoch, "epochs": cfg["epochs"],
            "final_clean_coarse_train_acc": res["history"][-1]["coarse_train_acc"],
            "reached_terminal_phase": tpt["reached"], "tpt_epoch": onset,
            "tpt_step": None if onset is None else onset * per_epoch}
@@ -78,8 +80,9 @@ def split_row(res: dict[str, Any], model: str) -> dict[str, Any]:
     onset = tpt["onset_epoch"] if tpt["reached"] else None
     row = {"experiment": f"split-{model}", "mapping": "halves", "lr": cfg["lr"],
            "weight_decay": cfg["weight_decay"], "seed": cfg["seed"], "width": cfg["width"],
-           "train_per_class": cfg["train_per_class"], "steps": cfg["epochs"] * per_epoch,
-           "epochs": cfg["epochs"], "final_clean_coarse_train_acc": final["own_train_acc"],
+           "train_per_class": cfg["train_per_class"], "val_per_class": cfg.get("val_per_class"),
+           "steps": cfg["epochs"] * per_epoch, "epochs": cfg["epochs"],
+           "final_clean_coarse_train_acc": final["own_train_acc"],
            "reached_terminal_phase": tpt["reached"], "tpt_epoch": onset,
            "tpt_step": None if onset is None else onset * per_epoch,
            "recovery_train": final["train_cluster_acc"],
@@ -96,13 +99,25 @@ def seed_results(profile_dir: Path) -> list[dict[str, Any]]:
 
 
 def build_index(experiments_dir: Path, profile_dirs: dict[str, Path]) -> pd.DataFrame:
-    """Rows of every experiment JSON's `runs` and of every seed of the given profiles."""
+    """Rows of every experiment JSON's `runs` and of every seed of the given profiles.
+
+    A run shared by several experiments (e.g. a mod5 run of the hierarchies that is also the
+    grid's chosen cell) is one row, its `experiment` naming them all, joined by '+'.
+    """
     rows: list[dict[str, Any]] = []
     for path in sorted(Path(experiments_dir).glob("*.json")):
-        rows += load_json(path).get("runs", []) if path.name != "pilot.json" else []
+        rows += load_json(path).get("runs", [])
     for name, folder in profile_dirs.items():
         rows += [run_row(res, name) for res in seed_results(Path(folder))]
-    frame = pd.DataFrame(rows, columns=list(COLUMNS))
+    merged: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        key = repr([row.get(c) for c in COLUMNS if c != "experiment"])
+        if key in merged:
+            names = merged[key]["experiment"].split("+")
+            merged[key]["experiment"] = "+".join(sorted({*names, row["experiment"]}))
+        else:
+            merged[key] = dict(row)
+    frame = pd.DataFrame(list(merged.values()), columns=list(COLUMNS))
     return frame.sort_values(["experiment", "mapping", "lr", "weight_decay", "seed"],
                              kind="stable", ignore_index=True)
 

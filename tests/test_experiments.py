@@ -101,6 +101,28 @@ def test_summarise_groups_by_mapping() -> None:
     assert len(ex.group_frame(summary)) == 2
 
 
+def test_best_cell_is_chosen_among_cells_in_the_terminal_phase() -> None:
+    late = (0.1, 0.2, 0.3, 0.999)
+    results = [fake_result(seed=0, lr=0.1, wd=5e-4, rec=(0, 0, 0, 0.8)),
+               fake_result(seed=1, lr=0.1, wd=5e-4, rec=(0, 0, 0, 0.9)),
+               fake_result(seed=0, lr=0.01, wd=5e-4, rec=(0, 0, 0, 0.95), train_acc=late),
+               fake_result(seed=1, lr=0.01, wd=5e-4, rec=(0, 0, 0, 0.95))]
+    grid = ex.grid_summary(results, [0.1, 0.01], [5e-4])
+    assert grid["reached"] == [[1.0], [0.5]] and grid["evaluated_on"] == "test"
+    assert math.isclose(grid["sd"]["recovery.test_acc_true_coarse"][0][0], math.sqrt(0.005))
+    # lr=0.01 scores higher but one of its seeds never reached the terminal phase.
+    best = ex.best_cell(grid, "recovery.test_acc_true_coarse")
+    assert (best["lr"], best["all_in_terminal_phase"], best["cells_in_terminal_phase"]) == (
+        0.1, True, 1)
+    assert math.isclose(best["value"], 0.85)
+    none = ex.grid_summary(results[2:3], [0.01], [5e-4])
+    fallback = ex.best_cell(none, "recovery.test_acc_true_coarse")
+    assert fallback["lr"] == 0.01 and not fallback["all_in_terminal_phase"]
+    val = ex.grid_summary([fake_result(seed=0) | {"config": resolve(
+        "exp", val_per_class=50).to_dict()}], [0.1], [5e-4])
+    assert val["evaluated_on"] == "validation (50/class carved from train)"
+
+
 def test_split_halves_are_balanced_per_class_and_seeded() -> None:
     labels = np.repeat(np.arange(4), 6)
     half = ex.split_halves(labels, seed=3)

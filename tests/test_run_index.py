@@ -44,11 +44,13 @@ def test_index_gathers_experiment_rows_and_profile_seeds(tmp_path: Path) -> None
     exp, cpu = tmp_path / "experiments", tmp_path / "cpu"
     rows = [run_index.run_row(record(s, (0.1, 0.9, 1.0, 1.0)), "dynamics") for s in (0, 1)]
     save_json(exp / "dynamics.json", {"series": {}, "runs": rows})
+    # The same run listed by a second experiment is one row naming both.
+    save_json(exp / "grid.json", {"runs": [{**rows[1], "experiment": "grid"}]})
     save_json(exp / "old.json", {"series": {}})
     save_json(cpu / "results.json", record(0, (0.1, 0.5, 0.9, 0.95)))
     save_json(cpu / "seeds" / "seed1" / "results.json", record(1, (0.1, 0.5, 0.9, 0.96)))
     frame = run_index.write_index(exp, {"cpu": cpu}, exp / "runs.csv")
-    assert list(frame["experiment"]) == ["cpu", "cpu", "dynamics", "dynamics"]
+    assert list(frame["experiment"]) == ["cpu", "cpu", "dynamics", "dynamics+grid"]
     assert list(frame.columns) == list(run_index.COLUMNS)
     back = pd.read_csv(exp / "runs.csv")
     assert back["final_clean_coarse_train_acc"].tolist() == [0.95, 0.96, 1.0, 1.0]

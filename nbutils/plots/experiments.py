@@ -165,23 +165,31 @@ def dynamics_figures(summary: dict[str, Any], prefix: str) -> dict[str, Figure]:
 
 
 def grid_figures(grid: dict[str, Any]) -> dict[str, Figure]:
-    """Heat-maps of test recovery (a) and NC1 (coarse) over the lr x weight-decay grid."""
-    def heat(path: str, fmt: str, what: str) -> Figure:
+    """Heat-maps over the lr x weight-decay grid: recovery, NC1, train fit, terminal phase."""
+    wrapped = "\n".join(textwrap.wrap(grid["setting"], 60))
+
+    def heat(values: list[list[float]], fmt: str, what: str) -> Figure:
         """One annotated heat-map."""
-        wrapped = "\n".join(textwrap.wrap(grid["setting"], 60))
-        fig = plot_grid_heatmap(grid["mean"][path], grid["lrs"], grid["weight_decays"],
-                                f"{what}\n{wrapped}", fmt=fmt, xlabel="weight decay",
-                                ylabel="initial learning rate")
+        fig = plot_grid_heatmap(values, grid["lrs"], grid["weight_decays"], f"{what}\n{wrapped}",
+                                fmt=fmt, xlabel="weight decay", ylabel="initial learning rate")
         fig.axes[0].title.set_fontsize(8)
         return fig
 
-    return {"grid_recovery": heat("recovery.test_acc_true_coarse", ".1%",
-                                  "fine recovery, test, true super-class (a)"),
-            "grid_recovery_pred": heat("recovery.test_acc_pred_coarse", ".1%",
-                                       "fine recovery, test, predicted super-class (b)"),
-            "grid_nc1": heat("nc.coarse.nc1", ".3g", "NC1 against the coarse labels"),
-            "grid_nc1_fine": heat("nc.fine.nc1", ".3g", "NC1 against the fine labels"),
-            "grid_coarse_train_acc": heat("coarse.train_acc", ".1%", "clean coarse train accuracy")}
+    on = grid.get("evaluated_on", "test").split(" (")[0]
+    mean = grid["mean"]
+    figures = {
+        "grid_recovery": heat(mean["recovery.test_acc_true_coarse"], ".1%",
+                              f"fine recovery, {on}, true super-class (a)"),
+        "grid_recovery_pred": heat(mean["recovery.test_acc_pred_coarse"], ".1%",
+                                   f"fine recovery, {on}, predicted super-class (b)"),
+        "grid_nc1": heat(mean["nc.coarse.nc1"], ".3g", "NC1 against the coarse labels"),
+        "grid_nc1_fine": heat(mean["nc.fine.nc1"], ".3g", "NC1 against the fine labels"),
+        "grid_coarse_train_acc": heat(mean["coarse.train_acc"], ".1%",
+                                      "clean coarse train accuracy")}
+    if "reached" in grid:
+        figures["grid_terminal_phase"] = heat(grid["reached"], ".0%",
+                                              "share of seeds in the terminal phase")
+    return figures
 
 
 def hierarchy_figures(summary: dict[str, dict[str, Any]], pairs: list[dict[str, Any]],
