@@ -501,3 +501,42 @@ def dynamics(summary: dict[str, Any], changes: dict[str, Any]) -> str:
             "train/test gap, not fine structure lost from the features.")
     return "\n\n".join([textwrap.fill(head, WRAP, break_long_words=False), "\n".join(items),
                          tail])
+
+
+# Your own features (notebook 11): each recovery number beside its chance level.
+FEATURE_NUMBERS = {
+    "train_cluster_acc": "Train clustering accuracy",
+    "test_acc_true_coarse": "Test recovery (a), inside the true super-class,",
+    "test_acc_pred_coarse": "Test recovery (b), inside the predicted super-class,",
+    "test_cluster_acc_true_coarse": "Test recovery (c), the test set clustered inside the true "
+                                    "super-class,",
+}
+
+
+def your_features(result: dict[str, Any]) -> str:
+    """What an analyze_features result shows: recovery against chance, and collapse."""
+    rec, chance, nc = result["recovery"], result["chance"], result["nc"]
+    parts = [f"One set of features ({_n_fine_of(result)} fine classes in "
+             f"{_n_coarse_of(result)} super-classes), so no spread over training seeds is known."]
+    for key, name in FEATURE_NUMBERS.items():
+        if rec.get(key) is not None:
+            side = "above" if rec[key] >= chance[key] else "below"
+            parts.append(f"{name} is {pct(rec[key])}, {_points(rec[key] - chance[key])} {side} "
+                         f"its chance level of {pct(chance[key])}.")
+    coarse, fine = nc["coarse"].get("nc1"), nc["fine"].get("nc1")
+    if coarse is not None and fine is not None:
+        parts.append(f"NC1 is {_g3(coarse)} against the super-classes and {_g3(fine)} against the "
+                     f"fine classes; the fine classes hold on average "
+                     f"{pct(nc['fine_structure']['fine_variance_fraction_mean'])} of their "
+                     f"super-class's variance between them.")
+    return textwrap.fill(" ".join(parts), WRAP, break_long_words=False, break_on_hyphens=False)
+
+
+def _n_fine_of(result: dict[str, Any]) -> int:
+    """Number of fine classes of an analyze_features result."""
+    return len(result["fine_to_coarse"])
+
+
+def _n_coarse_of(result: dict[str, Any]) -> int:
+    """Number of super-classes of an analyze_features result."""
+    return len(set(result["fine_to_coarse"].values()))

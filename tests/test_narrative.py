@@ -7,11 +7,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from test_experiments import fake_result
 
 from nbutils import experiments as ex
 from nbutils import narrative
+from nbutils.features_api import analyze_features
 
 REPO = Path(__file__).resolve().parents[1]
 FORBIDDEN = ("end to end", "0.98 of", "gap", "reproduces")
@@ -241,3 +243,20 @@ def test_dynamics_text_calls_a_change_only_from_three_seeds_and_its_interval() -
     assert "too few to call a change" in narrative.dynamics(two, ex.terminal_changes(two))
     late = ex.dynamics_summary([fake_result(train_acc=(0.1, 0.2, 0.3, 0.999))])
     assert narrative.dynamics(late, {}).endswith("says nothing about the terminal phase.")
+
+
+def test_your_features_text_sets_each_number_beside_its_chance() -> None:
+    # Two super-classes of two fine classes each, every fine class 8 units from its partner:
+    # k-means recovers them exactly, against a chance level of 1/2.
+    rng = np.random.default_rng(0)
+    fine = np.repeat(np.arange(4), 40)
+    x = rng.normal(size=(160, 4))
+    x[:, 0] += 20 * (fine // 2)
+    x[:, 1] += 8 * (fine % 2)
+    result = analyze_features(x, fine, x, fine, np.array([0, 0, 1, 1]), n_init=2, seed=0,
+                              feature_norm="none")
+    text = " ".join(narrative.your_features(result).split())
+    assert "(4 fine classes in 2 super-classes)" in text
+    assert ("Test recovery (a), inside the true super-class, is 100.0%, 50.0 points above its "
+            "chance level of 50.0%.") in text
+    assert "(b)" not in text
