@@ -1,7 +1,8 @@
 """Integration: notebooks 06-10 through papermill on the `ci` profile with real CIFAR-10.
 
 Tiny settings (1 epoch, 20 train images per class) and one shared run root, so the five notebooks
-train a single pipeline run between them (plus the split's two small models): about a minute.
+train a single pipeline run between them (plus the split's two small models, and 08's run with the
+10-label baseline that its pair controls need): about a minute.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ FIGURES = {
     "06_dynamics": ("dynamics_recovery", "dynamics_nc1_coarse", "dynamics_nc1_fine",
                     "dynamics_fine_separation", "cpu_dynamics_recovery"),
     "07_grid": ("grid_recovery", "grid_nc1"),
-    "08_hierarchies": ("hierarchies_recovery", "hierarchies_separation", "hierarchies_pairs"),
+    "08_hierarchies": ("hierarchies_recovery", "hierarchies_separation", "hierarchies_pairs",
+                       "hierarchies_pair_controls", "hierarchies_pair_vs_controls"),
     "09_split": ("split_recovery", "split_separation"),
     "10_synthetic": ("synthetic_recovery", "synthetic_nc1", "synthetic_recovery_over_training"),
 }
@@ -41,7 +43,8 @@ def parameters(name: str, root: Path, out: Path, data_root: Path) -> dict:
               "out_dir": str(out), "overrides": TINY}
     extra = {"06_dynamics": {"seeds": [0]},
              "07_grid": {"lrs": [0.1], "weight_decays": [5e-4]},
-             "08_hierarchies": {"mappings": {"mod5": [0]}},
+             "08_hierarchies": {"mappings": {"mod5": [0]}, "runs_root": str(root / "hierarchies"),
+                                "overrides": {**TINY, "train_baseline": True}},
              "09_split": {"seeds": [0], "merged_root": str(root),
                           "models": ["20-label", "10-label"], "runs_root": str(root / "split")}}
     return {**params, **extra[name]}
@@ -77,6 +80,12 @@ def test_results_files_are_well_formed(executed: Path) -> None:
     assert grid["lrs"] == [0.1] and 0 <= grid["mean"]["recovery.test_acc_true_coarse"][0][0] <= 1
     assert list(res["08_hierarchies"]["by_mapping"]) == ["mod5"]
     assert len(res["08_hierarchies"]["pairs"]) == 5
+    controls = res["08_hierarchies"]["pair_controls"]
+    assert controls["split"] == "test" and len(controls["rows"]) == 5
+    assert all(r[s]["test"]["n"] == 1 for r in controls["rows"]
+               for s in ("merged", "baseline", "random_init", "raw_pixels"))
+    assert set(controls["correlations"]) == {"baseline", "random_init", "raw_pixels"}
+    assert [r["experiment"] for r in res["08_hierarchies"]["runs"]] == ["hierarchies"]
     assert set(res["09_split"]["summary"]) == {"20-label", "10-label", "merged"}
     assert [r["experiment"] for r in res["09_split"]["runs"]] == ["split-20-label",
                                                                   "split-10-label"]

@@ -15,6 +15,7 @@ from nbutils.plots.experiments import (
     split_figures,
     synthetic_figures,
 )
+from nbutils.plots.pairs import pair_figures as pair_figures
 from nbutils.plots.run import (
     confusion_figure,
     nc_figure,
