@@ -4,12 +4,24 @@ Each coarse class c has a centre m_c; its fine clusters sit around m_c at pairwi
 `separation` (in units of the isotropic noise std), on directions orthogonal to every centre and
 to each other, so `separation` alone sets how far apart the fine clusters of one class are. A
 two-layer ReLU network is trained on the coarse labels only; its hidden layer plays the part of
-the penultimate features, and the same recovery protocol and NC1 as for CIFAR are applied to it.
+the penultimate features, and the same recovery protocol (with the CIFAR runs' feature
+normalisation, `FEATURE_NORM`) and NC1 as for CIFAR are applied to it.
+
+The defaults pass through collapse (scripts/synthetic_pilot.py): the 12 signal directions sit in
+d=512 input dimensions and the hidden layer has 64 units, so a random first layer mixes the 500
+noise dimensions into the directions of the class means and the hidden layer's coarse NC1
+starts near 4, although the raw inputs' is about 0.35 (centres 4 noise-std apart); training on
+the coarse labels lowers it more than 10-fold and reaches the terminal phase. With few input
+dimensions and a wide hidden layer (d=32, h=256, centres 8 apart, the former default) the
+random layer keeps the inputs' geometry and NC1 is about 0.1 from the start.
 """
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,12 +31,18 @@ import torch
 import torch.nn.functional as F
 
 from nbutils import checks
+from nbutils.checks import FEATURE_NORMS
 from nbutils.collapse import collapse_report
+from nbutils.config import RunConfig
+from nbutils.phase import terminal_phase
 from nbutils.recovery import recover_fine_labels
 from nbutils.stats import spread
 
 SYNTHETIC_KEYS = ("recovery_train", "recovery_test", "nc1_coarse", "nc1_fine",
                   "fine_variance_fraction", "coarse_train_acc")
+# The CIFAR runs' normalisation before k-means (docs/protocol.md, section 4), so that the two
+# recoveries are read the same way.
+FEATURE_NORM = RunConfig.feature_norm
 
 
 @dataclass
@@ -66,7 +84,7 @@ def mixture_means(
 
 def make_mixture(
     separation: float, n_per_cluster: int = 250, num_coarse: int = 4, fine_per_coarse: int = 2,
-    dim: int = 32, coarse_separation: float = 8.0, noise: float = 1.0, seed: int = 0,
+    dim: int = 512, coarse_separation: float = 4.0, noise: float = 1.0, seed: int = 0,
 ) -> Mixture:
     """Seeded Gaussian mixture; `separation` and `coarse_separation` are in units of `noise`."""
     separation = checks.number("separation", separation)
@@ -107,15 +125,24 @@ class TwoLayerNet(torch.nn.Module):
         return self.head(self.features(x))
 
 
-def measure(net: TwoLayerNet, data: Mixture, n_init: int, seed: int) -> dict[str, float]:
+def train_accuracy(net: TwoLayerNet, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Clean coarse accuracy of `net` on (x, y); the net has no dropout or batch norm."""
+    with torch.no_grad():
+        return float((net(x).argmax(1) == y).double().mean())
+
+
+def measure(
+    net: TwoLayerNet, data: Mixture, n_init: int, seed: int, feature_norm: str = FEATURE_NORM
+) -> dict[str, float]:
     """Fine-cluster recovery, NC1 (coarse, fine) and coarse accuracy of the hidden layer."""
     with torch.no_grad():
         h_tr = net.features(torch.from_numpy(data.x_train)).numpy()
         h_te = net.features(torch.from_numpy(data.x_test)).numpy()
-        acc = float((net(torch.from_numpy(data.x_train)).argmax(1).numpy()
-                     == data.coarse("train")).mean())
+        acc = train_accuracy(net, torch.from_numpy(data.x_train),
+                             torch.from_numpy(data.coarse("train")))
     rec = recover_fine_labels(h_tr, data.fine_train, h_te, data.fine_test, data.fine_to_coarse,
-                              n_init=n_init, seed=seed, probe=False).metrics
+                              n_init=n_init, seed=seed, feature_norm=feature_norm,
+                              probe=False).metrics
     nc = collapse_report(h_tr, data.fine_train, data.fine_to_coarse, "coarse")
     return {"recovery_train": rec["train_cluster_acc"],
             "recovery_test": rec["test_acc_true_coarse"],
@@ -124,21 +151,34 @@ def measure(net: TwoLayerNet, data: Mixture, n_init: int, seed: int) -> dict[str
             "coarse_train_acc": acc}
 
 
-def train_synthetic(
-    data: Mixture, hidden: int = 256, epochs: int = 200, lr: float = 0.05,
-    weight_decay: float = 5e-4, batch_size: int = 128, checkpoints: list[int] | None = None,
-    n_init: int = 10, seed: int = 0,
-) -> list[dict[str, float]]:
-    """SGD (momentum 0.9) on the coarse labels in float64; the measures at every checkpoint."""
-    hidden = checks.integer("hidden", hidden, least=1)
-    epochs = checks.integer("epochs", epochs, least=1)
-    batch_size = checks.integer("batch_size", batch_size, least=1)
-    n_init = checks.integer("n_init", n_init, least=1)
-    seed = checks.integer("seed", seed, least=0)
-    if checks.number("lr", lr) == 0:
-        raise ValueError("lr: must be positive, got 0")
+def _check_training(
+    hidden: int, epochs: int, lr: float, weight_decay: float, batch_size: int, n_init: int,
+    seed: int, feature_norm: str,
+) -> None:
+    """ValueError naming the first bad training parameter."""
+    checks.integer("hidden", hidden, least=1)
+    checks.integer("epochs", epochs, least=1)
+    checks.integer("batch_size", batch_size, least=1)
+    checks.integer("n_init", n_init, least=1)
+    checks.integer("seed", seed, least=0)
+    checks.number("lr", lr, positive=True)
     checks.number("weight_decay", weight_decay)
-    marks = sorted(set(checkpoints if checkpoints is not None else [0, epochs]) | {epochs})
+    checks.choice("feature_norm", feature_norm, FEATURE_NORMS)
+
+
+def train_synthetic(
+    data: Mixture, hidden: int = 64, epochs: int = 100, lr: float = 0.01,
+    weight_decay: float = 5e-4, batch_size: int = 128, checkpoints: list[int] | None = None,
+    n_init: int = 10, seed: int = 0, feature_norm: str = FEATURE_NORM,
+) -> dict[str, Any]:
+    """SGD (momentum 0.9) on the coarse labels in float64.
+
+    Returns the measures at every checkpoint (`history`; epochs 0 and `epochs` always among
+    them), the clean coarse train accuracy after every epoch (`train_acc`, index = epoch) and
+    the terminal phase read off that per-epoch accuracy (nbutils.phase.terminal_phase).
+    """
+    _check_training(hidden, epochs, lr, weight_decay, batch_size, n_init, seed, feature_norm)
+    marks = sorted(set(checkpoints if checkpoints is not None else []) | {0, epochs})
     if marks[0] < 0 or marks[-1] > epochs:
         raise ValueError(f"checkpoints: must lie in 0..epochs={epochs}, got {checkpoints!r}")
     torch.manual_seed(seed)
@@ -147,7 +187,8 @@ def train_synthetic(
     x = torch.from_numpy(data.x_train)
     y = torch.from_numpy(data.coarse("train"))
     gen = torch.Generator().manual_seed(seed)
-    history = [{"epoch": 0, **measure(net, data, n_init, seed)}] if 0 in marks else []
+    history = [{"epoch": 0, **measure(net, data, n_init, seed, feature_norm)}]
+    accs = [train_accuracy(net, x, y)]
     for epoch in range(1, epochs + 1):
         order = torch.randperm(len(y), generator=gen)
         for start in range(0, len(y), batch_size):
@@ -156,47 +197,107 @@ def train_synthetic(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+        # Every epoch, not only at checkpoints, so that the terminal phase's onset is exact.
+        accs.append(train_accuracy(net, x, y))
         if epoch in marks:
-            history.append({"epoch": epoch, **measure(net, data, n_init, seed)})
-    return history
+            history.append({"epoch": epoch, **measure(net, data, n_init, seed, feature_norm)})
+    return {"history": history, "train_acc": accs,
+            "terminal_phase": terminal_phase(list(range(epochs + 1)), accs)}
 
 
-def input_recovery(data: Mixture, n_init: int = 10, seed: int = 0) -> float:
+def input_recovery(
+    data: Mixture, n_init: int = 10, seed: int = 0, feature_norm: str = FEATURE_NORM
+) -> float:
     """Fine-cluster recovery (test, true coarse class) on the raw inputs: the control."""
     return recover_fine_labels(data.x_train, data.fine_train, data.x_test, data.fine_test,
                                data.fine_to_coarse, n_init=n_init, seed=seed,
+                               feature_norm=feature_norm,
                                probe=False).metrics["test_acc_true_coarse"]
+
+
+def input_nc1(data: Mixture) -> float:
+    """Coarse NC1 of the raw train inputs: what a hidden layer starts from."""
+    return collapse_report(data.x_train, data.fine_train, data.fine_to_coarse,
+                           "coarse")["coarse"]["nc1"]
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """Run the block with `threads` torch threads, restoring the previous number after."""
+    threads = checks.integer("threads", threads, least=1)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def separation_sweep(
     separations: list[float], seeds: list[int], mixture: dict[str, Any] | None = None,
-    training: dict[str, Any] | None = None,
+    training: dict[str, Any] | None = None, threads: int = 1,
 ) -> list[dict[str, Any]]:
-    """One training per (separation, seed): its history and the raw-input control."""
+    """One training per (separation, seed): its record and the raw-input controls.
+
+    One torch thread by default: the matrices are small, so more threads mostly add
+    synchronisation, and on busy cores they made a sweep about 10x slower.
+    """
     if not separations or not seeds:
         raise ValueError("separations and seeds: each must be a non-empty list")
     mixture, training = mixture or {}, training or {}
     for s in separations:
         checks.number("separations", s)
+    control = {"n_init": training.get("n_init", 10),
+               "feature_norm": training.get("feature_norm", FEATURE_NORM)}
     out = []
-    for s in separations:
-        for seed in seeds:
-            data = make_mixture(s, seed=seed, **mixture)
-            out.append({"separation": float(s), "seed": int(seed),
-                        "input_recovery": input_recovery(data, training.get("n_init", 10), seed),
-                        "history": train_synthetic(data, seed=seed, **training)})
+    with torch_threads(threads):
+        for s in separations:
+            for seed in seeds:
+                data = make_mixture(s, seed=seed, **mixture)
+                out.append({"separation": float(s), "seed": int(seed),
+                            "input_recovery": input_recovery(data, seed=seed, **control),
+                            "input_nc1_coarse": input_nc1(data),
+                            **train_synthetic(data, seed=seed, **training)})
     return out
 
 
+def run_row(run: dict[str, Any]) -> dict[str, Any]:
+    """One run's record for the results file: terminal phase, recovery, NC1 at init and end."""
+    first, last, phase = run["history"][0], run["history"][-1], run["terminal_phase"]
+    return {"separation": run["separation"], "seed": run["seed"],
+            "final_coarse_train_acc": last["coarse_train_acc"],
+            "reached_terminal_phase": phase["reached"], "tpt_epoch": phase["onset_epoch"],
+            "tpt_held_fraction": phase["held_fraction"], "epochs": last["epoch"],
+            "recovery_train": last["recovery_train"], "recovery_test": last["recovery_test"],
+            "init_recovery_test": first["recovery_test"],
+            "input_recovery": run["input_recovery"],
+            "input_nc1_coarse": run["input_nc1_coarse"],
+            "nc1_coarse_init": first["nc1_coarse"], "nc1_coarse_end": last["nc1_coarse"],
+            "nc1_coarse_fall": first["nc1_coarse"] / last["nc1_coarse"],
+            "nc1_fine_end": last["nc1_fine"],
+            "fine_variance_fraction_init": first["fine_variance_fraction"],
+            "fine_variance_fraction_end": last["fine_variance_fraction"]}
+
+
 def summarise_sweep(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per separation: spread over seeds (mean, sample sd, min, max) of initial and final values."""
+    """Per separation: spread over seeds (mean, sample sd, min, max) of initial and final values.
+
+    Also how many seeds reached the terminal phase, the spread of its onset over those that did,
+    the raw inputs' coarse NC1 and the factor by which training lowered the hidden layer's.
+    """
     rows = []
     for s in sorted({r["separation"] for r in runs}):
         group = [r for r in runs if r["separation"] == s]
-        row: dict[str, Any] = {"separation": s, "seeds": len(group)}
+        row: dict[str, Any] = {"separation": s, "seeds": len(group),
+                               "terminal_phase_reached": sum(r["terminal_phase"]["reached"]
+                                                             for r in group)}
         stats = {f"final_{k}": [r["history"][-1][k] for r in group] for k in SYNTHETIC_KEYS}
         stats |= {f"init_{k}": [r["history"][0][k] for r in group] for k in SYNTHETIC_KEYS}
         stats["input_recovery"] = [r["input_recovery"] for r in group]
+        stats["input_nc1_coarse"] = [r["input_nc1_coarse"] for r in group]
+        stats["nc1_coarse_fall"] = [run_row(r)["nc1_coarse_fall"] for r in group]
+        stats["tpt_epoch"] = [r["terminal_phase"]["onset_epoch"] for r in group
+                              if r["terminal_phase"]["reached"]]
         row |= {key: spread(values) for key, values in stats.items()}
         rows.append(row)
     return rows
@@ -204,19 +305,28 @@ def summarise_sweep(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def separation_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     """Mean ± sample sd over seeds per separation, for the final and initial recovery and NC1."""
-    keys = ("final_recovery_test", "init_recovery_test", "input_recovery", "final_nc1_coarse",
-            "final_nc1_fine", "final_fine_variance_fraction")
+    keys = ("final_recovery_test", "init_recovery_test", "input_recovery", "init_nc1_coarse",
+            "final_nc1_coarse", "final_nc1_fine", "final_fine_variance_fraction", "tpt_epoch")
     return pd.DataFrame([{"separation": r["separation"], "seeds": r["seeds"],
-                          **{k: f"{r[k]['mean']:.4f} ± {r[k]['sd']:.4f}" for k in keys}}
+                          "terminal phase": f"{r['terminal_phase_reached']}/{r['seeds']}",
+                          **{k: f"{r[k]['mean']:.4g} ± {r[k]['sd']:.2g}" for k in keys}}
                          for r in rows]).set_index("separation")
+
+
+def _defaults(fn: Any) -> dict[str, Any]:
+    """The keyword defaults of `fn`, so that a setting in words names what actually ran."""
+    return {k: p.default for k, p in inspect.signature(fn).parameters.items()
+            if p.default is not inspect.Parameter.empty}
 
 
 def mixture_setting(mixture: dict[str, Any], training: dict[str, Any], seeds: int) -> str:
     """The synthetic setting in words, for figure titles."""
-    m = {"num_coarse": 4, "dim": 32, "n_per_cluster": 250, **mixture}
-    t = {"hidden": 256, "epochs": 200, **training}
-    return (f"synthetic: {m['num_coarse']} coarse classes x 2 Gaussian clusters, d={m['dim']}, "
-            f"{m['n_per_cluster']}/cluster\n2-layer ReLU h={t['hidden']}, {t['epochs']} epochs, "
+    m = {**_defaults(make_mixture), **mixture}
+    t = {**_defaults(train_synthetic), **training}
+    return (f"synthetic: {m['num_coarse']} coarse classes x {m['fine_per_coarse']} Gaussian "
+            f"clusters, {m['n_per_cluster']}/cluster, d={m['dim']},\ncentres "
+            f"{m['coarse_separation']:g} noise-std apart; 2-layer ReLU h={t['hidden']}, "
+            f"{t['epochs']} epochs, lr {t['lr']:g},\nk-means on {t['feature_norm']} features, "
             f"{seeds} seed{'s' if seeds != 1 else ''}")
 
 

@@ -25,7 +25,8 @@ FIGURES = {
     "08_hierarchies": ("hierarchies_recovery", "hierarchies_separation", "hierarchies_pairs",
                        "hierarchies_pair_controls", "hierarchies_pair_vs_controls"),
     "09_split": ("split_recovery", "split_separation"),
-    "10_synthetic": ("synthetic_recovery", "synthetic_nc1", "synthetic_recovery_over_training"),
+    "10_synthetic": ("synthetic_recovery", "synthetic_nc1", "synthetic_recovery_over_training",
+                     "synthetic_accuracy_over_training"),
 }
 pytestmark = pytest.mark.slow
 RESULTS = {"06_dynamics": "dynamics.json", "07_grid": "grid.json",
@@ -91,3 +92,7 @@ def test_results_files_are_well_formed(executed: Path) -> None:
                                                                   "split-10-label"]
     syn = res["10_synthetic"]["by_separation"]
     assert [r["separation"] for r in syn] == [0.0, 8.0]
+    syn_runs = res["10_synthetic"]["runs"]
+    assert [(r["separation"], r["seed"]) for r in syn_runs] == [(0.0, 0), (8.0, 0)]
+    assert all(isinstance(r["reached_terminal_phase"], bool) for r in syn_runs)
+    assert res["10_synthetic"]["feature_norm"] == "l2"

@@ -249,14 +249,31 @@ def split_figures(summary: dict[str, dict[str, Any]], setting: str) -> dict[str,
     }
 
 
+def _mark_terminal_phase(fig: Figure, sweep: list[dict[str, Any]], curves_at: list[float]) -> None:
+    """Dotted lines at the epochs where the drawn runs enter the terminal phase."""
+    drawn = {float(s) for s in curves_at}
+    onsets = sorted({r["terminal_phase"]["onset_epoch"] for r in sweep
+                     if r["separation"] in drawn and r["terminal_phase"]["reached"]})
+    ax = fig.axes[0]
+    for i, t in enumerate(onsets):
+        ax.axvline(t, color="0.3", ls=":", lw=1,
+                   label="terminal phase begins (a seed)" if i == 0 else None)
+    if not onsets:
+        ax.text(0.99, 0.02, "no drawn run reaches the terminal phase", transform=ax.transAxes,
+                ha="right", va="bottom", color="0.4", fontsize=8)
+    ax.legend(fontsize=8)
+
+
 def synthetic_figures(rows: list[dict[str, Any]], sweep: list[dict[str, Any]],
                       curves_at: list[float], title: str) -> dict[str, Figure]:
     """Recovery and NC1 against separation, and recovery / NC1 over training."""
     def over(key: str, what: str, ylabel: str, percent: bool, log: bool) -> Figure:
-        """One measure over training, one line per separation."""
+        """One measure over training, one line per separation, terminal-phase onsets marked."""
         epochs, series = history_series(sweep, key, curves_at)
-        return plot_series_band(epochs, series, f"{what}\n{title}", ylabel, percent=percent,
-                                log=log)
+        fig = plot_series_band(epochs, series, f"{what}\n{title}", ylabel, percent=percent,
+                               log=log)
+        _mark_terminal_phase(fig, sweep, curves_at)
+        return fig
 
     return {
         "synthetic_recovery": plot_vs_separation(
@@ -265,13 +282,19 @@ def synthetic_figures(rows: list[dict[str, Any]], sweep: list[dict[str, Any]],
                    "input_recovery": "raw inputs"},
             f"fine-cluster recovery (test, true class)\n{title}", "accuracy"),
         "synthetic_nc1": plot_vs_separation(
-            rows, {"final_nc1_coarse": "NC1 coarse, trained", "final_nc1_fine": "NC1 fine, trained",
-                   "init_nc1_fine": "NC1 fine, random init"},
-            f"NC1 of the hidden layer\n{title}", "NC1", percent=False, log=True),
+            rows, {"init_nc1_coarse": "NC1 coarse, random init",
+                   "final_nc1_coarse": "NC1 coarse, trained",
+                   "input_nc1_coarse": "NC1 coarse, raw inputs",
+                   "final_nc1_fine": "NC1 fine, trained", "init_nc1_fine": "NC1 fine, random init"},
+            f"NC1 of the hidden layer and of the raw inputs\n{title}", "NC1", percent=False,
+            log=True),
         "synthetic_recovery_over_training": over(
             "recovery_test", "fine-cluster recovery over training", "accuracy", True, False),
         "synthetic_nc1_over_training": over(
             "nc1_coarse", "NC1 (coarse) over training", "NC1", False, True),
+        "synthetic_accuracy_over_training": over(
+            "coarse_train_acc", "clean coarse train accuracy over training", "accuracy", True,
+            False),
         "synthetic_separation_over_training": over(
             "fine_variance_fraction", "between-fine share of class variance over training",
             "share", True, False),
