@@ -21,7 +21,7 @@ from typing import Any
 
 from nbutils import checks, launch, stages
 from nbutils.config import TRAINING_KEYS, RunConfig, resolve
-from nbutils.runs import RunLocked, create_run, load_json, run_lock
+from nbutils.runs import RunLocked, create_run, load_json, model_dir, run_lock
 
 # Always in a run's name, so that the grid, the hierarchies and the dynamics share their runs.
 NAME_KEYS = ("mapping", "lr", "weight_decay", "seed")
@@ -76,7 +76,50 @@ def run_point(cfg: RunConfig, progress: bool = False) -> dict[str, Any]:
         return done
     with stages.writing(cfg):
         create_run(cfg)
+        share_baseline(cfg)
     return stages.run(cfg, progress=progress)
+
+
+# The 10-label baseline never sees the coarse mapping: model seed, data subset, order and
+# augmentation all follow `seed` alone, so runs that differ only in mapping train the same one.
+# The log is written last: a baseline counts as trained only once everything else is in place.
+BASELINE_FILES = ("train_meta.json", "log.json")
+
+
+def baseline_twin(cfg: RunConfig) -> Path | None:
+    """A sibling run whose finished baseline this run would train identically, if any."""
+    keys = [k for k in TRAINING_KEYS if k not in ("mapping", "train_baseline")]
+    want = cfg.to_dict()
+    for other in sorted(Path(cfg.run_dir).parent.iterdir()):
+        path = other / "config.json"
+        if other == Path(cfg.run_dir) or not path.is_file():
+            continue
+        config = load_json(path)["config"]
+        twin = replace(cfg, run_dir=str(other))
+        if (all(config.get(k) == want[k] for k in keys) and config.get("train_baseline")
+                and stages.finished_log(twin, "baseline") is not None
+                and (other / "baseline" / "checkpoints").is_dir()):
+            return other
+    return None
+
+
+def share_baseline(cfg: RunConfig) -> Path | None:
+    """Copy a twin's finished baseline (log and checkpoints) instead of training it again."""
+    if "baseline" not in cfg.models or stages.finished_log(cfg, "baseline") is not None:
+        return None
+    twin = baseline_twin(cfg)
+    if twin is None:
+        return None
+    dest = model_dir(cfg, "baseline")
+    (dest / "checkpoints").mkdir(parents=True, exist_ok=True)
+    for epoch in cfg.checkpoint_epochs:
+        name = Path("checkpoints") / f"epoch_{epoch:03d}.pt"
+        stages.copy_atomic(twin / "baseline" / name, dest / name)
+    for name in BASELINE_FILES:
+        stages.copy_atomic(twin / "baseline" / name, dest / name)
+    print(f"{cfg.run_dir}: baseline copied from {twin} (same seed and recipe; the baseline "
+          f"does not depend on the mapping)", file=sys.stderr)
+    return twin
 
 
 def in_use(cfg: RunConfig) -> str | None:

@@ -7,12 +7,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from conftest import fake_split
 
 from nbutils import experiments as ex
 from nbutils import run_index, stats, sweeps
 from nbutils.config import resolve
+from nbutils.data import save_cache
 from nbutils.paths import runs_root
-from nbutils.runs import features_path, save_json, save_npz
+from nbutils.runs import checkpoint_path, features_path, load_torch, save_json, save_npz
 
 
 def fake_result(seed: int = 0, mapping: str = "mod5", lr: float = 0.1, wd: float = 5e-4,
@@ -241,3 +244,28 @@ def test_unknown_experiment_notebook_is_refused_before_any_work(tmp_path: Path) 
     with pytest.raises(ValueError, match="experiments: unknown.*allowed: 06_dynamics"):
         run_experiments(("06_dynamcs",), out=tmp_path / "out", publish_dir=tmp_path / "pub")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_runs_differing_only_in_mapping_share_one_trained_baseline(tmp_path: Path) -> None:
+    save_cache(tmp_path / "c10", fake_split(6, 10, 0), fake_split(3, 10, 1))
+    common = dict(data_root=str(tmp_path / "c10"), width=2, epochs=1, train_per_class=6,
+                  test_per_class=3, checkpoint_epochs=[0, 1], amp="off", device="cpu",
+                  n_init=2, train_baseline=True)
+    first, shared = sweeps.sweep_configs([{"mapping": "mod5"}, {"mapping": "semantic"}], "ci",
+                                         tmp_path / "runs", **common)
+    alone = sweeps.sweep_configs([{"mapping": "semantic"}], "ci", tmp_path / "alone",
+                                 **common)[0]
+    for cfg in (first, shared, alone):
+        sweeps.run_point(cfg)
+    assert sweeps.baseline_twin(shared) == Path(first.run_dir)
+    # The copied baseline is the one training it again would give, weight for weight.
+    for epoch in (0, 1):
+        copied = load_torch(checkpoint_path(shared, "baseline", epoch))["model"]
+        trained = load_torch(checkpoint_path(alone, "baseline", epoch))["model"]
+        assert all(torch.equal(copied[k], trained[k]) for k in trained)
+    assert sweeps.finished(shared)["baseline"] == sweeps.finished(alone)["baseline"]
+    # Another seed trains its own.
+    other = sweeps.sweep_configs([{"mapping": "semantic", "seed": 1}], "ci", tmp_path / "runs",
+                                 **common)[0]
+    assert sweeps.baseline_twin(other) is None

@@ -43,7 +43,9 @@ def parameters(name: str, root: Path, out: Path, data_root: Path) -> dict:
     params = {"profile": "ci", "runs_root": str(root), "data_root": str(data_root),
               "out_dir": str(out), "overrides": TINY}
     extra = {"06_dynamics": {"seeds": [0]},
-             "07_grid": {"lrs": [0.1], "weight_decays": [5e-4]},
+             "07_grid": {"lrs": [0.1], "weight_decays": [5e-4], "seeds": [0], "val_per_class": 20,
+                         "runs_root": str(root / "grid"), "test_root": str(root),
+                         "test_overrides": TINY},
              "08_hierarchies": {"mappings": {"mod5": [0]}, "runs_root": str(root / "hierarchies"),
                                 "overrides": {**TINY, "train_baseline": True}},
              "09_split": {"seeds": [0], "merged_root": str(root),
@@ -79,6 +81,8 @@ def test_results_files_are_well_formed(executed: Path) -> None:
     assert res["06_dynamics"]["cpu"]["setting"].startswith("profile cpu")
     grid = res["07_grid"]
     assert grid["lrs"] == [0.1] and 0 <= grid["mean"]["recovery.test_acc_true_coarse"][0][0] <= 1
+    assert grid["evaluated_on"].startswith("validation") and grid["best"]["lr"] == 0.1
+    assert [r["experiment"] for r in grid["runs"]] == ["grid", "grid-chosen"]
     assert list(res["08_hierarchies"]["by_mapping"]) == ["mod5"]
     assert len(res["08_hierarchies"]["pairs"]) == 5
     controls = res["08_hierarchies"]["pair_controls"]
