@@ -27,6 +27,9 @@ COLUMNS = (
     "recovery_train", "recovery_test_a", "recovery_test_b", "recovery_test_c", "recovery_test_d",
     "between_fine_share", "nc1_coarse", "coarse_test_acc", "baseline_test_acc",
 )
+# The results JSON of notebooks 06-10, whose `runs` lists the index gathers.
+EXPERIMENT_FILES = ("dynamics.json", "grid.json", "hierarchies.json", "split.json",
+                    "synthetic.json")
 # Where each column's number sits in a results.json record.
 PATHS = {
     "recovery_train": ("recovery", "train_cluster_acc"),
@@ -92,6 +95,38 @@ def split_row(res: dict[str, Any], model: str) -> dict[str, Any]:
     return {col: row.get(col, math.nan) for col in COLUMNS}
 
 
+def synthetic_row(row: dict[str, Any], sweep: dict[str, Any]) -> dict[str, Any]:
+    """The index row of one synthetic run (notebook 10) from synthetic.json's `runs` entry.
+
+    `mapping` names the Gaussian mixture's fine-cluster separation, `width` is the hidden
+    layer, `train_per_class` the train points per coarse class (two clusters), `steps` the SGD
+    steps at batch 128; the test columns are the hidden layer's recovery (a) and NC1.
+    """
+    mix, train = sweep["mixture"], sweep["training"]
+    per_class = 2 * mix["n_per_cluster"]
+    per_epoch = math.ceil(per_class * mix["num_coarse"] / train.get("batch_size", 128))
+    onset = row["tpt_epoch"] if row["reached_terminal_phase"] else None
+    out = {"experiment": "synthetic", "mapping": f"gaussian separation={row['separation']:g}",
+           "lr": train["lr"], "weight_decay": train["weight_decay"], "seed": row["seed"],
+           "width": train["hidden"], "train_per_class": per_class,
+           "steps": row["epochs"] * per_epoch, "epochs": row["epochs"],
+           "final_clean_coarse_train_acc": row["final_coarse_train_acc"],
+           "reached_terminal_phase": row["reached_terminal_phase"], "tpt_epoch": onset,
+           "tpt_step": None if onset is None else onset * per_epoch,
+           "recovery_train": row["recovery_train"], "recovery_test_a": row["recovery_test"],
+           "between_fine_share": row["fine_variance_fraction_end"],
+           "nc1_coarse": row["nc1_coarse_end"]}
+    return {col: out.get(col, math.nan) for col in COLUMNS}
+
+
+def experiment_rows(path: Path) -> list[dict[str, Any]]:
+    """The index rows an experiment's results JSON holds under `runs` (none if it has none)."""
+    data = load_json(path)
+    if path.name == "synthetic.json":
+        return [synthetic_row(r, data) for r in data.get("runs", [])]
+    return data.get("runs", [])
+
+
 def seed_results(profile_dir: Path) -> list[dict[str, Any]]:
     """results.json of a published profile (seed 0) and of each `seeds/*/` beside it."""
     files = [profile_dir / "results.json", *sorted(profile_dir.glob("seeds/*/results.json"))]
@@ -105,8 +140,9 @@ def build_index(experiments_dir: Path, profile_dirs: dict[str, Path]) -> pd.Data
     grid's chosen cell) is one row, its `experiment` naming them all, joined by '+'.
     """
     rows: list[dict[str, Any]] = []
-    for path in sorted(Path(experiments_dir).glob("*.json")):
-        rows += load_json(path).get("runs", [])
+    for name in EXPERIMENT_FILES:
+        if (Path(experiments_dir) / name).is_file():
+            rows += experiment_rows(Path(experiments_dir) / name)
     for name, folder in profile_dirs.items():
         rows += [run_row(res, name) for res in seed_results(Path(folder))]
     merged: dict[str, dict[str, Any]] = {}

@@ -46,11 +46,22 @@ def test_index_gathers_experiment_rows_and_profile_seeds(tmp_path: Path) -> None
     save_json(exp / "dynamics.json", {"series": {}, "runs": rows})
     # The same run listed by a second experiment is one row naming both.
     save_json(exp / "grid.json", {"runs": [{**rows[1], "experiment": "grid"}]})
-    save_json(exp / "old.json", {"series": {}})
+    save_json(exp / "split.json", {"series": {}})
+    save_json(exp / "pilot.json", {"runs": [{"not": "an index row"}]})
+    save_json(exp / "synthetic.json", {
+        "mixture": {"n_per_cluster": 250, "num_coarse": 4}, "training": {
+            "hidden": 64, "lr": 0.01, "weight_decay": 5e-4},
+        "runs": [{"separation": 8.0, "seed": 0, "epochs": 100, "final_coarse_train_acc": 1.0,
+                  "reached_terminal_phase": True, "tpt_epoch": 7, "recovery_train": 0.99,
+                  "recovery_test": 0.98, "fine_variance_fraction_end": 0.3,
+                  "nc1_coarse_end": 0.13}]})
     save_json(cpu / "results.json", record(0, (0.1, 0.5, 0.9, 0.95)))
     save_json(cpu / "seeds" / "seed1" / "results.json", record(1, (0.1, 0.5, 0.9, 0.96)))
     frame = run_index.write_index(exp, {"cpu": cpu}, exp / "runs.csv")
-    assert list(frame["experiment"]) == ["cpu", "cpu", "dynamics", "dynamics+grid"]
+    assert list(frame["experiment"]) == ["cpu", "cpu", "dynamics", "dynamics+grid", "synthetic"]
+    # 2 x 250 points per coarse class, 4 classes at batch 128: 16 steps an epoch.
+    synthetic = frame.iloc[-1]
+    assert (synthetic["steps"], synthetic["tpt_step"], synthetic["width"]) == (1600, 112, 64)
     assert list(frame.columns) == list(run_index.COLUMNS)
     back = pd.read_csv(exp / "runs.csv")
     assert back["final_clean_coarse_train_acc"].tolist() == [0.95, 0.96, 1.0, 1.0]
