@@ -540,3 +540,26 @@ def _n_fine_of(result: dict[str, Any]) -> int:
 def _n_coarse_of(result: dict[str, Any]) -> int:
     """Number of super-classes of an analyze_features result."""
     return len(set(result["fine_to_coarse"].values()))
+
+
+DYNAMICS_MARKERS = re.compile(r"<!-- dynamics:start -->.*?<!-- dynamics:end -->", re.S)
+
+
+def dynamics_summary_of(figures_dir: Path) -> str:
+    """narrative.dynamics of the committed figures/experiments/dynamics.json."""
+    data = load_json(Path(figures_dir) / "experiments" / "dynamics.json")
+    return dynamics(data["summary"], data["terminal_changes"])
+
+
+def update_experiments_docs(path: Path, figures_dir: Path) -> bool:
+    """Rewrite the `dynamics` marked section of docs/experiments.md; True if it changed."""
+    path = Path(path)
+    text = path.read_text()
+    if not DYNAMICS_MARKERS.search(text):
+        return False
+    block = (f"<!-- dynamics:start -->\n{dynamics_summary_of(figures_dir)}\n"
+             f"<!-- dynamics:end -->")
+    new = DYNAMICS_MARKERS.sub(lambda _: block, text)
+    if new != text:
+        atomic_write(path, lambda p: p.write_text(new))
+    return new != text

@@ -201,8 +201,10 @@ def publish(cfg: RunConfig, dest: Path) -> Path:
 
 
 def refresh_docs() -> list[Path]:
-    """Rebuild the README's results table and the generated paragraphs of docs/results.md."""
-    changed = [path for path, update in ((REPO / "README.md", results.update_readme),
-                                         (REPO / "docs" / "results.md", narrative.update_docs))
-               if update(path, FIGURES_DIR)]
+    """Rebuild the README's results table and the generated paragraphs of the docs."""
+    changed = [path for path, update in (
+        (REPO / "README.md", results.update_readme),
+        (REPO / "docs" / "results.md", narrative.update_docs),
+        (REPO / "docs" / "experiments.md", narrative.update_experiments_docs))
+        if update(path, FIGURES_DIR)]
     return changed

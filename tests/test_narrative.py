@@ -260,3 +260,20 @@ def test_your_features_text_sets_each_number_beside_its_chance() -> None:
     assert ("Test recovery (a), inside the true super-class, is 100.0%, 50.0 points above its "
             "chance level of 50.0%.") in text
     assert "(b)" not in text
+
+
+def test_update_experiments_docs_rewrites_only_the_dynamics_section(tmp_path: Path) -> None:
+    runs = [fake_result(seed=s) for s in range(3)]
+    summary = ex.dynamics_summary(runs)
+    (tmp_path / "experiments").mkdir()
+    (tmp_path / "experiments" / "dynamics.json").write_text(json.dumps(
+        {"summary": summary, "terminal_changes": ex.terminal_changes(summary)}))
+    doc = tmp_path / "experiments.md"
+    doc.write_text("# E\n\n<!-- dynamics:start -->\nold\n<!-- dynamics:end -->\n\nkept\n")
+    assert narrative.update_experiments_docs(doc, tmp_path)
+    text = doc.read_text()
+    assert "old" not in text and text.endswith("\n\nkept\n") and "3 of 3 seeds" in text
+    assert not narrative.update_experiments_docs(doc, tmp_path)
+    bare = tmp_path / "bare.md"
+    bare.write_text("no markers\n")
+    assert not narrative.update_experiments_docs(bare, tmp_path)
