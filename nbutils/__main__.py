@@ -11,7 +11,7 @@ from typing import Any
 
 import torch.distributed as dist
 
-from nbutils import results, run_index, stages
+from nbutils import carry, results, run_index, stages
 from nbutils.analysis import feature_norm_ablation
 from nbutils.config import PARAMETERS, PROFILES, resolve
 from nbutils.distributed import preflight
@@ -111,6 +111,21 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("--cpu", default=str(FIGURES_DIR / "cpu"),
                        help="the published cpu profile (results.json, seeds/*/results.json)")
     index.add_argument("--out", default=str(FIGURES_DIR / "experiments" / "runs.csv"))
+    packer = sub.add_parser("pack", help="a run's resume state (last.pt, config, logs) as "
+                                         "checksummed parts of at most 16 MiB, with a manifest")
+    packer.add_argument("run_dir", metavar="RUN_DIR")
+    packer.add_argument("out_dir", metavar="OUT_DIR")
+    packer.add_argument("--name", default="carry", help="prefix of the parts and manifest")
+    packer.add_argument("--models", help="coarse,baseline (default: every model with a last.pt)")
+    packer.add_argument("--part-mib", dest="part_mib", type=float, default=15.0,
+                        help="largest part in MiB (at most 16)")
+    packer.add_argument("--checkpoints", action="store_true",
+                        help="also carry the checkpoints (large: 45 MB each at w=64)")
+    unpacker = sub.add_parser("unpack", help="check every part of a pack, then restore it into "
+                                             "a run directory (then train --resume continues)")
+    unpacker.add_argument("parts_dir", metavar="PARTS_DIR")
+    unpacker.add_argument("run_dir", metavar="RUN_DIR")
+    unpacker.add_argument("--name", default="carry")
     sub.choices["reproduce"].add_argument("--publish-dir", dest="publish_dir")
     sub.choices["reproduce"].add_argument(
         "--yes", action="store_true",
@@ -155,8 +170,10 @@ def cmd_train(args: argparse.Namespace) -> None:
                         progress=args.progress and ddp.main)
     for model, log in logs.items():
         if ddp.main and log:
+            # A run stopped at a deadline may end on an epoch without a test evaluation.
+            test = log[-1]["test_acc"]
             print(f"{model}: epoch {log[-1]['epoch']} train_acc {log[-1]['train_acc']:.4f} "
-                  f"test_acc {log[-1]['test_acc']:.4f}")
+                  f"test_acc {'-' if test is None else f'{test:.4f}'}")
 
 
 def cmd_analyze(args: argparse.Namespace) -> None:
@@ -230,6 +247,23 @@ def cmd_runs_index(args: argparse.Namespace) -> None:
     print(f"{args.out}: {len(frame)} runs")
 
 
+def cmd_pack(args: argparse.Namespace) -> None:
+    """Pack a run's resume state into checksummed parts."""
+    models = requested_models(args.models, carry.MODELS) if args.models else None
+    part_bytes = round(args.part_mib * carry.MIB)
+    if not 0 < part_bytes <= carry.MAX_PART_BYTES:
+        raise ValueError(f"--part-mib: must be in (0, 16], got {args.part_mib}")
+    manifest = carry.pack(Path(args.run_dir), Path(args.out_dir), args.name, part_bytes,
+                          models, args.checkpoints)
+    print(f"{carry.describe(manifest)} -> {args.out_dir}")
+
+
+def cmd_unpack(args: argparse.Namespace) -> None:
+    """Check a pack's parts and restore the run's resume state."""
+    manifest = carry.unpack(Path(args.parts_dir), Path(args.run_dir), args.name)
+    print(f"{carry.describe(manifest)} -> {args.run_dir}")
+
+
 def cmd_readme(args: argparse.Namespace) -> None:
     """The README's results table and docs/results.md's paragraphs, rebuilt."""
     changed = stages.refresh_docs()
@@ -242,6 +276,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {
     "experiments": cmd_experiments, "readme": cmd_readme, "render": cmd_render,
     "feature-norms": cmd_feature_norms, "analyze-features": cmd_analyze_features,
     "intervals": cmd_intervals, "seeds": cmd_seeds, "runs-index": cmd_runs_index,
+    "pack": cmd_pack, "unpack": cmd_unpack,
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import random
 import shutil
 import sys
@@ -237,6 +238,67 @@ def restore(path: Path, cfg: RunConfig, model: torch.nn.Module,
     return state["epoch"], state["log"]
 
 
+DEADLINE_ENV = "NBUTILS_DEADLINE"
+# The clock the deadline is read against (a name of its own so that tests can move time).
+_now = time.time
+
+
+def _deadline_error(name: str, value: object) -> ValueError:
+    """The error for a deadline that is not a time."""
+    return ValueError(f"{name}: must be a time in Unix seconds (e.g. $(date -d '+8 min' +%s)) "
+                      f"or None, got {value!r}")
+
+
+def check_deadline(deadline: object, name: str = "deadline") -> float | None:
+    """`deadline` (Unix seconds) as a float, None for none; ValueError naming `name`."""
+    if deadline is None:
+        return None
+    ok = isinstance(deadline, (int, float)) and not isinstance(deadline, bool)
+    if not ok or not math.isfinite(deadline) or deadline <= 0:
+        raise _deadline_error(name, deadline)
+    return float(deadline)
+
+
+def deadline_from_env() -> float | None:
+    """The deadline in $NBUTILS_DEADLINE (Unix seconds), None when unset or empty."""
+    text = os.environ.get(DEADLINE_ENV, "").strip()
+    if not text:
+        return None
+    try:
+        return check_deadline(float(text), DEADLINE_ENV)
+    except ValueError:
+        # The message quotes the variable's text, not the float it became.
+        raise _deadline_error(DEADLINE_ENV, text) from None
+
+
+def next_epoch_estimate(measured: list[float], log: list[dict]) -> float:
+    """Seconds the next epoch should take: the slowest of this process's last three epochs.
+
+    The first epoch of a process is left out once later ones exist (it holds compilation and
+    warm-up); before any epoch here, the slowest of the last three logged ones (a resumed run's
+    earlier loan), else 0: a fresh run always starts its first epoch.
+    """
+    recent = measured[1:][-3:] or measured[-3:]
+    if recent:
+        return max(recent)
+    logged = [row["seconds"] for row in log[-3:] if row.get("seconds") is not None]
+    return max(logged, default=0.0)
+
+
+def stop_for_deadline(deadline: float | None, estimate: float, ddp: Dist,
+                      device: torch.device) -> bool:
+    """Whether the next epoch would end after `deadline`; every rank takes rank 0's answer."""
+    if deadline is None:
+        return False
+    stop = _now() + estimate > deadline
+    if ddp.world > 1:
+        # Ranks read their own clocks; one stopping alone would leave the others waiting.
+        flag = torch.tensor([int(stop)], device=device)
+        dist.broadcast(flag, 0)
+        stop = bool(flag.item())
+    return stop
+
+
 def evaluated(cfg: RunConfig, epoch: int) -> bool:
     """Whether the test split is evaluated after `epoch`: every `eval_every`, at every
     checkpoint and at the end (a short epoch on a small subset would otherwise be mostly
@@ -246,14 +308,18 @@ def evaluated(cfg: RunConfig, epoch: int) -> bool:
 
 def train_model(
     cfg: RunConfig, model_name: str, data: RunData | None = None, resume: bool = True,
-    progress: bool = True,
+    progress: bool = True, deadline: float | None = None,
 ) -> list[dict]:
     """Train `model_name` ('coarse' or 'baseline'), checkpointing; returns the per-epoch log.
 
     With `resume`, a run killed at any point continues from its last complete epoch and ends
-    with the weights an uninterrupted run would have (exactly, on the CPU).
+    with the weights an uninterrupted run would have (exactly, on the CPU). With a `deadline`
+    (Unix seconds; by default $NBUTILS_DEADLINE), training stops at the epoch boundary where
+    the next epoch, estimated from the measured ones, would end after it: last.pt and log.json
+    then hold the completed epochs, and resuming continues exactly.
     """
     checks.flag("resume", resume)
+    deadline = check_deadline(deadline) if deadline is not None else deadline_from_env()
     device, ddp = preflight(cfg)
     data = data or load_run_data(cfg)
     dtype = amp_dtype(cfg.amp, device)
@@ -296,7 +362,16 @@ def train_model(
         })
     bar = tqdm(range(start + 1, cfg.epochs + 1), desc=model_name, disable=not progress,
                initial=start, total=cfg.epochs, unit="epoch")
+    measured: list[float] = []
     for epoch in bar:
+        estimate = next_epoch_estimate(measured, log)
+        if stop_for_deadline(deadline, estimate, ddp, device):
+            if ddp.main:
+                print(f"[nbutils] {model_name}: stopped after epoch {epoch - 1} of {cfg.epochs}: "
+                      f"the next (about {estimate:.1f} s) would end after the deadline "
+                      f"({deadline - _now():.1f} s left); resuming continues from {last}",
+                      file=sys.stderr, flush=True)
+            break
         t0 = time.perf_counter()
         tr_loss, tr_acc = train_epoch(net, opt, x_tr, y_tr, cfg, epoch, stats, dtype, ddp, progress)
         if ddp.world > 1:
@@ -321,6 +396,8 @@ def train_model(
             save_json(out / "log.json", log)
         if ddp.world > 1:
             dist.barrier()
+        # The whole epoch, checkpoint writes included: what the deadline has to hold.
+        measured.append(time.perf_counter() - t0)
     return log
 
 
