@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from nbutils.analysis import load_history
-from nbutils.config import RunConfig
+from nbutils.config import RunConfig, steps_per_epoch
+from nbutils.phase import terminal_phase_of
 from nbutils.runs import (
     atomic_write,
     load_json,
@@ -95,7 +96,16 @@ def build_results(cfg: RunConfig) -> dict[str, Any]:
     if baseline:
         out["ratio_to_baseline"] = recovery["test_acc_pred_coarse"] / baseline["test_acc"]
         out["history_baseline"] = load_json(model_dir(cfg, "baseline") / "collapse.json")
+    out["terminal_phase"] = terminal_phase_record(out)
     return with_intervals(out)
+
+
+def terminal_phase_record(res: dict[str, Any]) -> dict[str, Any]:
+    """Whether and from when the run is in the terminal phase, by epoch and by optimiser step."""
+    found = terminal_phase_of(res)
+    per_epoch = steps_per_epoch(res["config"])
+    onset = found["onset_epoch"]
+    return {**found, "onset_step": None if onset is None else onset * per_epoch}
 
 
 def _section(res: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any] | None:

@@ -56,6 +56,11 @@ def test_results_json_has_every_key_in_range(ci_run: Path) -> None:
     assert fraction(coarse_nc["nc4"]) and res["nc"]["fine"]["nc1"] > 0
     assert all(res["wall_seconds"][k] > 0 for k in ("train", "baseline", "analysis"))
     assert [h["epoch"] for h in res["history"]] == res["config"]["checkpoint_epochs"]
+    # The ci run (3 epochs, 500 images per class at batch 128: 40 steps an epoch) records its
+    # terminal phase by epoch and by step, whether or not it reached it.
+    tpt = res["terminal_phase"]
+    assert (tpt["threshold"], tpt["hold"]) == (0.995, 0.3) and isinstance(tpt["reached"], bool)
+    assert tpt["onset_step"] == (None if tpt["onset_epoch"] is None else 40 * tpt["onset_epoch"])
 
 
 @pytest.mark.slow
