@@ -14,14 +14,25 @@ loops in turn and the best round of each counts (the machine may be busy with ot
 the step's cost does not depend on the pixels). `--compile` wraps the bare and our models in
 `torch.compile` (the standard recipe stays eager, as it is usually run). The last line is
 `ratio <ours / standard>` (`ratio <ours / bare>` when the standard loop is not run).
+
+`--concurrent N` runs this benchmark as one process alone, then as N processes at once on the
+same device (each its own model, as N trainings would be), timing each loop from the moment
+every process has warmed up. Together they count their images over the span from the first
+start to the last end; the last line is then `ratio <together / one alone>` for ours (bare
+when ours is not run).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -63,7 +74,7 @@ class PILImages(Dataset):
         return self.transform(Image.fromarray(self.images[i])), int(self.labels[i])
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line flags."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--width", type=int, default=16, help="ResNet-18 width (cpu profile: 16)")
@@ -88,12 +99,54 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--cudnn-benchmark", action="store_true",
                    help="let cuDNN time its algorithms for each shape (GPU)")
     p.add_argument("--json", help="also write the measured img/s to this JSON file")
-    args = p.parse_args()
+    p.add_argument("--concurrent", type=int, default=1, metavar="N",
+                   help="also run N processes at once and report together / one alone")
+    # Set by --concurrent for its processes: where they meet before each timed loop.
+    p.add_argument("--barrier", help=argparse.SUPPRESS)
+    p.add_argument("--rank", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--world", type=int, default=1, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
     loops = args.loops.split(",")
     if not loops or set(loops) - set(LOOPS):
         p.error(f"--loops: got {args.loops!r}; allowed: a comma-separated subset of "
                 f"{', '.join(LOOPS)}")
+    if args.concurrent < 1:
+        p.error(f"--concurrent: must be a positive integer, got {args.concurrent}")
     return args
+
+
+@dataclass
+class Window:
+    """Images trained in one timed loop, between two wall-clock times (comparable across
+    processes)."""
+
+    images: int
+    start: float
+    end: float
+
+    @property
+    def rate(self) -> float:
+        """Images per second."""
+        return self.images / (self.end - self.start)
+
+
+def make_barrier(folder: str | None, rank: int, world: int) -> Callable[[], None]:
+    """Wait until all `world` processes make the same call (files in `folder`); alone, a no-op."""
+    if folder is None or world == 1:
+        return lambda: None
+    calls = itertools.count()
+
+    def wait() -> None:
+        """Mark this process as ready, then wait for the others (10 minutes at most)."""
+        tag = next(calls)
+        Path(folder, f"{tag}.{rank}").touch()
+        give_up = time.monotonic() + 600
+        while len(list(Path(folder).glob(f"{tag}.*"))) < world:
+            if time.monotonic() > give_up:
+                raise SystemExit(f"barrier {tag}: the other processes did not arrive")
+            time.sleep(0.005)
+
+    return wait
 
 
 def sync(device: torch.device) -> None:
@@ -112,8 +165,8 @@ def sgd_step(model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor
     opt.step()
 
 
-def bare_step(ctx: dict) -> float:
-    """Images/s of the step alone, on one fixed pre-normalised batch."""
+def bare_step(ctx: dict) -> Window:
+    """The step alone, on one fixed pre-normalised batch."""
     model, opt = ctx["new_model"](ctx["compile"])
     n = ctx["batch"]
     x = normalize(ctx["x"][:n], *ctx["stats"]).contiguous(memory_format=torch.channels_last)
@@ -121,15 +174,16 @@ def bare_step(ctx: dict) -> float:
     for _ in range(ctx["warmup"]):
         sgd_step(model, opt, x, y, ctx["dtype"])
     sync(ctx["device"])
-    t0 = time.perf_counter()
+    ctx["barrier"]()
+    t0 = time.time()
     for _ in range(ctx["steps"]):
         sgd_step(model, opt, x, y, ctx["dtype"])
     sync(ctx["device"])
-    return ctx["steps"] * n / (time.perf_counter() - t0)
+    return Window(ctx["steps"] * n, t0, time.time())
 
 
-def standard(ctx: dict) -> float:
-    """Images/s of the usual recipe: per-image PIL transforms in DataLoader workers."""
+def standard(ctx: dict) -> Window:
+    """The usual recipe: per-image PIL transforms in DataLoader workers."""
     model, opt = ctx["new_model"](False)
     mean, std = channel_stats("cifar10")
     tf = transforms.Compose([
@@ -148,20 +202,21 @@ def standard(ctx: dict) -> float:
     for i in range(ctx["warmup"] + ctx["steps"]):
         if i == ctx["warmup"]:
             sync(dev)
-            t0 = time.perf_counter()
+            ctx["barrier"]()
+            t0 = time.time()
         x, y = next(batches)
         x = x.to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
         sgd_step(model, opt, x, y.to(dev, non_blocking=True), ctx["dtype"])
     sync(dev)
-    seconds = time.perf_counter() - t0
+    window = Window(ctx["steps"] * ctx["batch"], t0, time.time())
     # Stops the workers now rather than at garbage collection: they would go on prefetching
     # and take CPU from the next loop's measurement.
     del batches
-    return ctx["steps"] * ctx["batch"] / seconds
+    return window
 
 
-def ours(ctx: dict) -> float:
-    """Images/s of nbutils.train.train_epoch over device-resident uint8 images."""
+def ours(ctx: dict) -> Window:
+    """nbutils.train.train_epoch over device-resident uint8 images."""
     model, opt = ctx["new_model"](ctx["compile"])
     n_warm = ctx["warmup"] * ctx["batch"]
     n_timed = ctx["steps"] * ctx["batch"]
@@ -169,10 +224,11 @@ def ours(ctx: dict) -> float:
                   ddp=Dist(), progress=False)
     train_epoch(images=ctx["x"][:n_warm], labels=ctx["y"][:n_warm], epoch=1, **common)
     sync(ctx["device"])
-    t0 = time.perf_counter()
+    ctx["barrier"]()
+    t0 = time.time()
     # train_epoch returns host floats, so the device is idle when it returns.
     train_epoch(images=ctx["x"][:n_timed], labels=ctx["y"][:n_timed], epoch=2, **common)
-    return n_timed / (time.perf_counter() - t0)
+    return Window(n_timed, t0, time.time())
 
 
 def synthetic(n: int) -> Split:
@@ -206,6 +262,7 @@ def context(args: argparse.Namespace) -> dict:
         y=torch.from_numpy(labels).to(device), batch=args.batch_size, steps=args.steps,
         warmup=args.warmup, workers=args.workers, compile=args.compile,
         stats=stats_tensors("cifar10", device),
+        barrier=make_barrier(args.barrier, args.rank, args.world),
     )
 
 
@@ -217,24 +274,35 @@ ROWS = {
 }
 
 
+def header(args: argparse.Namespace, where: str, amp: str) -> str:
+    """The first line of the output: what was measured, where."""
+    data = f"{args.synthetic} synthetic images" if args.synthetic else "CIFAR-10"
+    return (f"ResNet-18 width {args.width}, batch {args.batch_size}, {args.steps} timed steps "
+            f"after {args.warmup} warm-up, best of {args.rounds} rounds, device {where}, amp "
+            f"{amp}, {'compiled ' + args.compile_mode if args.compile else 'eager'}, "
+            f"cudnn.benchmark {args.cudnn_benchmark}, {data}")
+
+
 def measure(args: argparse.Namespace) -> None:
     """Measure the chosen loops and print the table; the last line is the ratio."""
+    if args.concurrent > 1:
+        measure_concurrent(args)
+        return
     ctx = context(args)
     names = args.loops.split(",")
     best = dict.fromkeys(names, 0.0)
+    windows: dict[str, list[list[float]]] = {name: [] for name in names}
     load_before = load()
     for _ in range(args.rounds):
         for name in names:
-            best[name] = max(best[name], LOOPS[name](ctx))
+            window = LOOPS[name](ctx)
+            windows[name].append([window.images, window.start, window.end])
+            best[name] = max(best[name], window.rate)
     amp = str(ctx["dtype"]).replace("torch.", "") if ctx["dtype"] else "off"
     dev = ctx["device"]
     where = (f"cpu, {torch.get_num_threads()} threads" if dev.type == "cpu"
              else torch.cuda.get_device_name(dev))
-    data = f"{args.synthetic} synthetic images" if args.synthetic else "CIFAR-10"
-    print(f"ResNet-18 width {args.width}, batch {args.batch_size}, {args.steps} timed steps after "
-          f"{args.warmup} warm-up, best of {args.rounds} rounds, device {where}, amp {amp}, "
-          f"{'compiled ' + args.compile_mode if args.compile else 'eager'}, "
-          f"cudnn.benchmark {args.cudnn_benchmark}, {data}")
+    print(header(args, where, amp))
     print(f"load average (1/5/15 min): before {load_before}, after {load()}")
     ref = {k: best[k] for k in ("standard", "bare") if k in best}
     print(f"{'loop':<56} {'img/s':>8}" + "".join(f" {'/ ' + k:>11}" for k in ref))
@@ -246,7 +314,8 @@ def measure(args: argparse.Namespace) -> None:
         Path(args.json).write_text(json.dumps(
             {"device": where, "width": args.width, "batch_size": args.batch_size, "amp": amp,
              "compile": args.compile and args.compile_mode,
-             "cudnn_benchmark": args.cudnn_benchmark, "img_per_s": best}, indent=1))
+             "cudnn_benchmark": args.cudnn_benchmark, "concurrent": 1, "img_per_s": best,
+             "windows": windows}, indent=1))
     if "ours" in best and "standard" in best and "bare" in best:
         ratio, ceiling = best["ours"] / best["standard"], best["ours"] / best["bare"]
         print(f"targets: ours/standard {ratio:.2f} (>= 1.3: "
@@ -256,6 +325,78 @@ def measure(args: argparse.Namespace) -> None:
     elif "ours" in best and ref:
         key = next(iter(ref))
         print(f"ratio {best['ours'] / best[key]:.3f}")
+
+
+def child_argv(args: argparse.Namespace) -> list[str]:
+    """The flags of one process of a concurrent measurement (all but --concurrent, --json)."""
+    argv = ["--width", args.width, "--batch-size", args.batch_size, "--steps", args.steps,
+            "--warmup", args.warmup, "--rounds", args.rounds, "--workers", args.workers,
+            "--device", args.device, "--amp", args.amp, "--loops", args.loops,
+            "--compile-mode", args.compile_mode]
+    for flag, value in (("--threads", args.threads), ("--data-root", args.data_root),
+                        ("--synthetic", args.synthetic)):
+        if value is not None:
+            argv += [flag, value]
+    argv += [flag for flag, on in (("--compile", args.compile),
+                                   ("--cudnn-benchmark", args.cudnn_benchmark)) if on]
+    return [str(a) for a in argv]
+
+
+def run_processes(args: argparse.Namespace, n: int, folder: Path) -> list[dict]:
+    """Run this benchmark as n processes at once (meeting before each timed loop); their JSON."""
+    barrier = folder / f"barrier{n}"
+    barrier.mkdir()
+    outs = [folder / f"n{n}_rank{r}.json" for r in range(n)]
+    procs = [subprocess.Popen(
+        [sys.executable, __file__, *child_argv(args), "--json", str(out), "--barrier",
+         str(barrier), "--rank", str(r), "--world", str(n)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        for r, out in enumerate(outs)]
+    errors = [p.communicate()[1] for p in procs]
+    failed = [f"rank {r}: {err.strip().splitlines()[-1] if err.strip() else p.returncode}"
+              for r, (p, err) in enumerate(zip(procs, errors, strict=True)) if p.returncode]
+    if failed:
+        raise SystemExit(f"--concurrent {n}: a process failed ({'; '.join(failed)})")
+    return [json.loads(out.read_text()) for out in outs]
+
+
+def together(results: list[dict], loop: str) -> float:
+    """Images/s of the processes together: each round's images over the span from the first
+    start to the last end, the best round."""
+    rounds = zip(*(r["windows"][loop] for r in results), strict=True)
+    return max(sum(w[0] for w in ws) / (max(w[2] for w in ws) - min(w[1] for w in ws))
+               for ws in rounds)
+
+
+def measure_concurrent(args: argparse.Namespace) -> None:
+    """One process alone, then --concurrent processes at once; the last line is the ratio."""
+    names = args.loops.split(",")
+    load_before = load()
+    with tempfile.TemporaryDirectory(prefix="throughput_") as tmp:
+        alone = run_processes(args, 1, Path(tmp))[0]
+        many = run_processes(args, args.concurrent, Path(tmp))
+    n = args.concurrent
+    print(header(args, alone["device"], alone["amp"]) + f"; {n} processes at once")
+    print(f"load average (1/5/15 min): before {load_before}, after {load()}")
+    agg = {name: together(many, name) for name in names}
+    each = {name: [r["img_per_s"][name] for r in many] for name in names}
+    print(f"{'loop':<56} {'alone':>8} {f'{n} at once, each':>24} {'together':>9} "
+          f"{'/ alone':>8}")
+    for name in names:
+        label = ROWS[name].format(workers=args.workers)
+        rates = ", ".join(f"{v:.0f}" for v in each[name])
+        print(f"{label:<56} {alone['img_per_s'][name]:>8.0f} {rates:>24} {agg[name]:>9.0f} "
+              f"{agg[name] / alone['img_per_s'][name]:>8.2f}")
+    key = "ours" if "ours" in names else names[0]
+    if args.json:
+        Path(args.json).write_text(json.dumps(
+            {**{k: alone[k] for k in ("device", "width", "batch_size", "amp", "compile",
+                                      "cudnn_benchmark")},
+             "concurrent": n, "img_per_s": {k: sum(v) / n for k, v in each.items()},
+             "per_process": each, "aggregate": agg, "aggregate_img_per_s": agg[key],
+             "alone_img_per_s": alone["img_per_s"]}, indent=1))
+    print(f"ratio below: {key}, {n} processes together / one alone")
+    print(f"ratio {agg[key] / alone['img_per_s'][key]:.3f}")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import itertools
 import json
 import shutil
 import statistics
+import subprocess
 import sys
 import tarfile
 from pathlib import Path
@@ -226,3 +227,52 @@ def test_a_unit_cut_off_is_carried_and_finished_in_the_next_session(
     assert "paper-s0-coarse-only/results.json" in names
     assert "paper-s0-coarse/coarse/log.json" in names
     assert not list((tmp_path / "out2").glob("*.part*"))  # nothing left to carry
+
+
+# --------------------------------------------------------------------------- concurrent probes
+
+
+BENCH = REPO / "benchmarks" / "train_throughput.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    """benchmarks/train_throughput.py as a module (it imports its neighbour common.py)."""
+    sys.path.insert(0, str(BENCH.parent))
+    spec = importlib.util.spec_from_file_location("train_throughput", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_together_counts_images_over_the_span_of_all_processes(bench) -> None:
+    # Two processes, two rounds: 100 images each; the second round overlaps less.
+    results = [{"windows": {"ours": [[100, 0.0, 1.0], [100, 10.0, 11.0]]}},
+               {"windows": {"ours": [[100, 0.5, 1.5], [100, 10.0, 13.0]]}}]
+    assert bench.together(results, "ours") == pytest.approx(200 / 1.5)
+    args = bench.parse_args(["--concurrent", "3", "--synthetic", "64", "--compile",
+                             "--threads", "1"])
+    argv = bench.child_argv(args)
+    assert "--concurrent" not in argv and "--json" not in argv
+    assert bench.parse_args(argv).compile and bench.parse_args(argv).synthetic == 64
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--concurrent", "0"])
+
+
+@pytest.mark.slow
+def test_the_concurrent_benchmark_writes_a_probe_the_planner_reads(script, tmp_path) -> None:
+    out = tmp_path / "c2.json"
+    done = subprocess.run(
+        [sys.executable, str(BENCH), "--concurrent", "2", "--threads", "1", "--width", "2",
+         "--steps", "2", "--warmup", "1", "--rounds", "1", "--synthetic", "256",
+         "--batch-size", "16", "--loops", "ours", "--amp", "off", "--json", str(out)],
+        capture_output=True, text=True, timeout=300, check=True)
+    last = done.stdout.strip().splitlines()[-1]
+    probe = json.loads(out.read_text())
+    assert probe["concurrent"] == 2 and len(probe["per_process"]["ours"]) == 2
+    # Over the span of both, together is at most the sum of each one's own rate.
+    assert probe["aggregate_img_per_s"] <= sum(probe["per_process"]["ours"]) * (1 + 1e-9)
+    ratio = probe["aggregate_img_per_s"] / probe["alone_img_per_s"]["ours"]
+    assert last == f"ratio {ratio:.3f}"
+    assert script.read_probes([probe]) == {2: probe["aggregate_img_per_s"]}
