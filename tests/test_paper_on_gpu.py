@@ -13,6 +13,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+import torch
 
 from nbutils import runs
 from nbutils import train as train_mod
@@ -276,3 +277,43 @@ def test_the_concurrent_benchmark_writes_a_probe_the_planner_reads(script, tmp_p
     ratio = probe["aggregate_img_per_s"] / probe["alone_img_per_s"]["ours"]
     assert last == f"ratio {ratio:.3f}"
     assert script.read_probes([probe]) == {2: probe["aggregate_img_per_s"]}
+
+
+# --------------------------------------------------------------------------- the captured step
+
+
+def test_crop_flip_from_drawn_numbers_equals_augment(bench) -> None:
+    from nbutils.data import augment
+
+    images = torch.randint(0, 256, (37, 3, 32, 32), dtype=torch.uint8)
+    a = augment(images, torch.Generator().manual_seed(5))
+    gen = torch.Generator().manual_seed(5)
+    b = bench.crop_flip(images, *bench.draw(len(images), gen))
+    assert torch.equal(a, b)
+    # The generator ends where augment leaves it, so the next batch draws the same too.
+    ref = torch.Generator().manual_seed(5)
+    augment(images, ref)
+    assert torch.equal(torch.rand(4, generator=ref), torch.rand(4, generator=gen))
+
+
+def test_captured_epoch_trains_as_train_epoch(bench) -> None:
+    from nbutils.config import resolve
+    from nbutils.data import stats_tensors
+    from nbutils.distributed import Dist
+    from nbutils.train import build_model, make_optimizer, train_epoch
+
+    cfg = resolve("ci", width=2, batch_size=16, amp="off", device="cpu", epochs=2)
+    cpu = torch.device("cpu")
+    images = torch.randint(0, 256, (40, 3, 32, 32), dtype=torch.uint8)
+    labels = torch.arange(40) % 5
+    stats = stats_tensors("cifar10", cpu)
+    ref = build_model(cfg, 5, cpu)
+    opt = make_optimizer(cfg, ref)
+    train_epoch(ref, opt, images, labels, cfg, 1, stats, None, Dist(), False)
+    model = build_model(cfg, 5, cpu)
+    ctx = dict(cfg=cfg, device=cpu, batch=16, dtype=None, y=labels)
+    bench.captured_epoch(bench.CapturedStep(model, images, stats), make_optimizer(cfg, model),
+                         ctx, 1, 40)
+    a, b = ref.state_dict(), model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["head.weight"], build_model(cfg, 5, cpu).state_dict()["head.weight"])
