@@ -71,13 +71,19 @@ def is_published(cfg: RunConfig) -> bool:
 
 def train(cfg: RunConfig, data: RunData | None = None, models: tuple[str, ...] | None = None,
           resume: bool = True, progress: bool = True) -> dict[str, list[dict]]:
-    """Train the run's models; a finished model is not trained again. Their per-epoch logs."""
+    """Train the run's models; a finished model is not trained again. Their per-epoch logs.
+
+    A model stopped before its last epoch (at `$NBUTILS_DEADLINE`) ends the stage: the models
+    after it are left for the next call, which resumes where this one stopped.
+    """
     logs = {}
     with writing(cfg):
         for model in models or cfg.models:
             done = finished_log(cfg, model) if resume else None
             logs[model] = done if done is not None else train_model(
                 cfg, model, data or load_run_data(cfg), resume=resume, progress=progress)
+            if not logs[model] or logs[model][-1]["epoch"] < cfg.epochs:
+                break
     return logs
 
 

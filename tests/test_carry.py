@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from nbutils import carry, runs
+from nbutils import carry, runs, stages
 from nbutils import train as train_mod
 from nbutils.__main__ import main
 from nbutils.config import resolve
@@ -224,3 +224,15 @@ def _tensors(state: dict, prefix: str = "") -> dict[str, torch.Tensor]:
         elif isinstance(value, torch.Tensor):
             out[f"{prefix}{key}"] = value
     return out
+
+
+@pytest.mark.slow
+def test_the_train_stage_leaves_later_models_for_the_next_call(
+        tmp_path: Path, fake_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = tiny_cfg(tmp_path / "run", fake_cache, train_baseline=True)
+    monkeypatch.setenv("NBUTILS_DEADLINE", "1000000")  # 1970: the coarse model stops at once
+    assert stages.train(cfg, progress=False) == {"coarse": []}
+    assert not (tmp_path / "run" / "baseline").exists()
+    monkeypatch.delenv("NBUTILS_DEADLINE")
+    logs = stages.train(cfg, progress=False)
+    assert [log[-1]["epoch"] for log in logs.values()] == [cfg.epochs, cfg.epochs]
