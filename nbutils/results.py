@@ -185,6 +185,11 @@ def _seed_stat(seeds: dict[str, Any], dotted: str) -> dict[str, Any] | None:
     return seeds["summary"].get(dotted)
 
 
+def _fewer(seeds: dict[str, Any], stat: dict[str, Any]) -> str:
+    """' (n=k)' when a quantity rests on fewer seeds than the summary holds, else ''."""
+    return f" (n={stat['n']})" if stat["n"] < len(seeds["seeds"]) else ""
+
+
 def _acc(*path: str) -> Cell:
     """Cell of the accuracy at `path`: value (mean ± sd over seeds if given) and its interval."""
     def cell(res: dict[str, Any], seeds: dict[str, Any] | None = None) -> str:
@@ -197,7 +202,7 @@ def _acc(*path: str) -> Cell:
         if stat is None:
             return "-"
         spread = "" if stat["sd"] is None else f" ± {100 * stat['sd']:.1f}"
-        return _pct(stat["mean"]) + spread + _interval(block, path[-1])
+        return _pct(stat["mean"]) + spread + _fewer(seeds, stat) + _interval(block, path[-1])
     return cell
 
 
@@ -210,7 +215,7 @@ def _number(*paths: str, fmt: str = ".3f") -> Cell:
             if stat is None:
                 return "-"
             spread = "" if stat["sd"] is None else f" ± {stat['sd']:{fmt}}"
-            return f"{stat['mean']:{fmt}}{spread}"
+            return f"{stat['mean']:{fmt}}{spread}{_fewer(seeds, stat)}"
         *head, key = dotted.split(".")
         value = (_section(res, tuple(head)) or {}).get(key)
         return "-" if value is None else f"{value:{fmt}}"
@@ -320,7 +325,8 @@ def _footnotes(found: dict[str, dict], seeds: dict[str, dict | None]) -> list[st
         listed = ", ".join(str(x) for x in s["seeds"])
         notes.append(
             f"`{p}`: mean ± sample standard deviation (ddof=1, in percentage points for "
-            f"accuracies) over the {len(s['seeds'])} training seeds {listed}; the [..] intervals "
+            f"accuracies) over the {len(s['seeds'])} training seeds {listed}, (n=k) where a "
+            f"quantity rests on fewer seeds (measured only by later runs); the [..] intervals "
             f"and the wall time are those of the seed-{found[p]['seed']} run alone "
             f"(`figures/{p}/results.json`), its test-set (train-set for train accuracies) "
             f"bootstrap intervals.")

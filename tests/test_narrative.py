@@ -54,7 +54,9 @@ def fabricated(reached: bool) -> dict[str, Any]:
 @pytest.mark.parametrize("profile", ["cpu", "paper"])
 def test_committed_runs(profile: str) -> None:
     res = committed(profile)
-    text = narrative.run_summary(res)
+    seeds_file = REPO / "figures" / profile / "seeds.json"
+    seeds = json.loads(seeds_file.read_text()) if seeds_file.is_file() else None
+    text = narrative.run_summary(res, seeds)
     rec = res["recovery"]
     for value in (rec["train_cluster_acc"], rec["test_acc_true_coarse"],
                   rec["test_acc_pred_coarse"], res["baseline"]["test_acc"]):

@@ -157,8 +157,8 @@ def test_readme_table_with_seeds(tmp_path: Path) -> None:
     seed0 = cpu_runs()[0]["recovery"]["ci95"]["test_acc_pred_coarse"]
     assert f"| 88.8% ± 0.2 [{100 * seed0[0]:.1f}, {100 * seed0[1]:.1f}] |" in b_row
     assert "mean ± sample standard deviation (ddof=1" in table
-    assert "training seeds 0, 1, 2; the [..] intervals and the wall time are those of the " \
-           "seed-0 run alone" in table
+    assert "training seeds 0, 1, 2, (n=k) where a quantity rests on fewer seeds" in table
+    assert "the [..] intervals and the wall time are those of the seed-0 run alone" in table
     assert "`figures/cpu/seeds.json`" in table
 
 
