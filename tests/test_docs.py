@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from nbutils.narrative import MARKERS, profile_summary
+from nbutils.narrative import DYNAMICS_MARKERS, MARKERS, dynamics_summary_of, profile_summary
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = sorted((REPO / "docs").glob("*.md"))
@@ -82,3 +82,13 @@ def test_every_notebook_is_listed() -> None:
     readme = (REPO / "README.md").read_text()
     for notebook in sorted((REPO / "notebooks").glob("*.ipynb")):
         assert f"](notebooks/{notebook.name})" in readme, f"README lacks {notebook.name}"
+
+
+def test_experiments_md_dynamics_matches_committed_results() -> None:
+    text = (REPO / "docs" / "experiments.md").read_text()
+    found = DYNAMICS_MARKERS.search(text)
+    if found is None:
+        pytest.fail("docs/experiments.md has no <!-- dynamics:start/end --> section")
+    body = found.group(0).split("-->\n", 1)[1].rsplit("\n<!--", 1)[0]
+    assert body == dynamics_summary_of(REPO / "figures"), (
+        "docs/experiments.md dynamics paragraph is stale: run python -m nbutils readme")
