@@ -198,7 +198,7 @@ def grid_summary(results: list[dict[str, Any]], lrs: list[float],
     out: dict[str, Any] = {"setting": run_setting(results[0], seeds), "lrs": lrs,
                            "weight_decays": weight_decays, "labels": GRID_KEYS,
                            "evaluated_on": f"validation ({val}/class carved from train)"
-                           if val else "test", "mean": {}, "sd": {}, "reached": []}
+                           if val else "test", "mean": {}, "sd": {}}
     for path in GRID_KEYS:
         stats = [[spread([value(r, path) for r in cells.get((lr, wd), [])])
                   for wd in weight_decays] for lr in lrs]

@@ -445,11 +445,14 @@ def update_docs(path: Path, figures_dir: Path) -> bool:
         return (f"<!-- summary:{profile}:start -->\n{profile_summary(figures_dir, profile)}\n"
                 f"<!-- summary:{profile}:end -->")
 
-    new = MARKERS.sub(block, text)
-    if new != text:
-        atomic_write(path, lambda p: p.write_text(new))
-    return new != text
+    return _rewrite(path, text, MARKERS.sub(block, text))
 
+
+def _rewrite(path: Path, old: str, new: str) -> bool:
+    """Write `new` to `path` atomically when it differs from `old`; whether it did."""
+    if new != old:
+        atomic_write(path, lambda p: p.write_text(new))
+    return new != old
 
 
 # Dynamics (notebook 06): how each measure moves from the terminal-phase onset to the end.
@@ -516,8 +519,9 @@ FEATURE_NUMBERS = {
 def your_features(result: dict[str, Any]) -> str:
     """What an analyze_features result shows: recovery against chance, and collapse."""
     rec, chance, nc = result["recovery"], result["chance"], result["nc"]
-    parts = [f"One set of features ({_n_fine_of(result)} fine classes in "
-             f"{_n_coarse_of(result)} super-classes), so no spread over training seeds is known."]
+    f2c = result["fine_to_coarse"]
+    parts = [f"One set of features ({len(f2c)} fine classes in {len(set(f2c.values()))} "
+             f"super-classes), so no spread over training seeds is known."]
     for key, name in FEATURE_NUMBERS.items():
         if rec.get(key) is not None:
             side = "above" if rec[key] >= chance[key] else "below"
@@ -530,16 +534,6 @@ def your_features(result: dict[str, Any]) -> str:
                      f"{pct(nc['fine_structure']['fine_variance_fraction_mean'])} of their "
                      f"super-class's variance between them.")
     return textwrap.fill(" ".join(parts), WRAP, break_long_words=False, break_on_hyphens=False)
-
-
-def _n_fine_of(result: dict[str, Any]) -> int:
-    """Number of fine classes of an analyze_features result."""
-    return len(result["fine_to_coarse"])
-
-
-def _n_coarse_of(result: dict[str, Any]) -> int:
-    """Number of super-classes of an analyze_features result."""
-    return len(set(result["fine_to_coarse"].values()))
 
 
 DYNAMICS_MARKERS = re.compile(r"<!-- dynamics:start -->.*?<!-- dynamics:end -->", re.S)
@@ -559,7 +553,4 @@ def update_experiments_docs(path: Path, figures_dir: Path) -> bool:
         return False
     block = (f"<!-- dynamics:start -->\n{dynamics_summary_of(figures_dir)}\n"
              f"<!-- dynamics:end -->")
-    new = DYNAMICS_MARKERS.sub(lambda _: block, text)
-    if new != text:
-        atomic_write(path, lambda p: p.write_text(new))
-    return new != text
+    return _rewrite(path, text, DYNAMICS_MARKERS.sub(lambda _: block, text))

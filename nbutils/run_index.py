@@ -18,6 +18,7 @@ import pandas as pd
 
 from nbutils import phase
 from nbutils.config import steps_per_epoch
+from nbutils.experiments import value
 from nbutils.runs import load_json
 
 COLUMNS = (
@@ -32,41 +33,47 @@ EXPERIMENT_FILES = ("dynamics.json", "grid.json", "hierarchies.json", "split.jso
                     "synthetic.json")
 # Where each column's number sits in a results.json record.
 PATHS = {
-    "recovery_train": ("recovery", "train_cluster_acc"),
-    "recovery_test_a": ("recovery", "test_acc_true_coarse"),
-    "recovery_test_b": ("recovery", "test_acc_pred_coarse"),
-    "recovery_test_c": ("recovery", "test_cluster_acc_true_coarse"),
-    "recovery_test_d": ("recovery", "test_cluster_acc_pred_coarse"),
-    "between_fine_share": ("nc", "fine_structure", "fine_variance_fraction_mean"),
-    "nc1_coarse": ("nc", "coarse", "nc1"),
-    "coarse_test_acc": ("coarse", "test_acc"),
-    "baseline_test_acc": ("baseline", "test_acc"),
+    "recovery_train": "recovery.train_cluster_acc",
+    "recovery_test_a": "recovery.test_acc_true_coarse",
+    "recovery_test_b": "recovery.test_acc_pred_coarse",
+    "recovery_test_c": "recovery.test_cluster_acc_true_coarse",
+    "recovery_test_d": "recovery.test_cluster_acc_pred_coarse",
+    "between_fine_share": "nc.fine_structure.fine_variance_fraction_mean",
+    "nc1_coarse": "nc.coarse.nc1",
+    "coarse_test_acc": "coarse.test_acc",
+    "baseline_test_acc": "baseline.test_acc",
 }
 
 
-def _number(node: Any, path: tuple[str, ...]) -> float:
-    """The number at `path` inside nested dicts; NaN when absent or None."""
-    for key in path:
-        if not isinstance(node, dict) or node.get(key) is None:
-            return math.nan
-        node = node[key]
-    return float(node)
+def _complete(row: dict[str, Any]) -> dict[str, Any]:
+    """`row` in COLUMNS order, NaN for every column it lacks."""
+    return {col: row.get(col, math.nan) for col in COLUMNS}
+
+
+def _phase_columns(reached: bool, onset_epoch: int | None, per_epoch: int) -> dict[str, Any]:
+    """Whether the run reached the terminal phase, and its onset in epochs and steps if so."""
+    onset = onset_epoch if reached else None
+    return {"reached_terminal_phase": reached, "tpt_epoch": onset,
+            "tpt_step": None if onset is None else onset * per_epoch}
+
+
+def _recipe_columns(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The training recipe's columns of a run's config, its budget in steps and epochs."""
+    return {"lr": cfg["lr"], "weight_decay": cfg["weight_decay"], "seed": cfg["seed"],
+            "width": cfg["width"], "train_per_class": cfg["train_per_class"],
+            "val_per_class": cfg.get("val_per_class"),
+            "steps": cfg["epochs"] * steps_per_epoch(cfg), "epochs": cfg["epochs"]}
 
 
 def run_row(res: dict[str, Any], experiment: str) -> dict[str, Any]:
     """The index row of one results.json record (a run of `experiment`)."""
     cfg = res["config"]
-    per_epoch = steps_per_epoch(cfg)
     tpt = phase.terminal_phase_of(res)
-    onset = tpt["onset_epoch"] if tpt["reached"] else None
-    row = {"experiment": experiment, "mapping": str(cfg["mapping"]), "lr": cfg["lr"],
-           "weight_decay": cfg["weight_decay"], "seed": cfg["seed"], "width": cfg["width"],
-           "train_per_class": cfg["train_per_class"], "val_per_class": cfg.get("val_per_class"),
-           "steps": cfg["epochs"] * per_epoch, "epochs": cfg["epochs"],
-           "final_clean_coarse_train_acc": res["history"][-1]["coarse_train_acc"],
-           "reached_terminal_phase": tpt["reached"], "tpt_epoch": onset,
-           "tpt_step": None if onset is None else onset * per_epoch}
-    return row | {col: _number(res, path) for col, path in PATHS.items()}
+    return _complete({
+        "experiment": experiment, "mapping": str(cfg["mapping"]), **_recipe_columns(cfg),
+        "final_clean_coarse_train_acc": res["history"][-1]["coarse_train_acc"],
+        **_phase_columns(tpt["reached"], tpt["onset_epoch"], steps_per_epoch(cfg)),
+        **{col: value(res, path) for col, path in PATHS.items()}})
 
 
 def split_row(res: dict[str, Any], model: str) -> dict[str, Any]:
@@ -78,21 +85,15 @@ def split_row(res: dict[str, Any], model: str) -> dict[str, Any]:
     recovery is that of the halves inside each class.
     """
     cfg, part = res["config"], res[model]
-    per_epoch = steps_per_epoch(cfg)
     final, tpt = part["history"][-1], part["phase"]
-    onset = tpt["onset_epoch"] if tpt["reached"] else None
-    row = {"experiment": f"split-{model}", "mapping": "halves", "lr": cfg["lr"],
-           "weight_decay": cfg["weight_decay"], "seed": cfg["seed"], "width": cfg["width"],
-           "train_per_class": cfg["train_per_class"], "val_per_class": cfg.get("val_per_class"),
-           "steps": cfg["epochs"] * per_epoch, "epochs": cfg["epochs"],
-           "final_clean_coarse_train_acc": final["own_train_acc"],
-           "reached_terminal_phase": tpt["reached"], "tpt_epoch": onset,
-           "tpt_step": None if onset is None else onset * per_epoch,
-           "recovery_train": final["train_cluster_acc"],
-           "recovery_test_a": final["test_acc_true_class"],
-           "between_fine_share": final["fine_variance_fraction"],
-           "coarse_test_acc": final["class_test_acc"]}
-    return {col: row.get(col, math.nan) for col in COLUMNS}
+    return _complete({
+        "experiment": f"split-{model}", "mapping": "halves", **_recipe_columns(cfg),
+        "final_clean_coarse_train_acc": final["own_train_acc"],
+        **_phase_columns(tpt["reached"], tpt["onset_epoch"], steps_per_epoch(cfg)),
+        "recovery_train": final["train_cluster_acc"],
+        "recovery_test_a": final["test_acc_true_class"],
+        "between_fine_share": final["fine_variance_fraction"],
+        "coarse_test_acc": final["class_test_acc"]})
 
 
 def synthetic_row(row: dict[str, Any], sweep: dict[str, Any]) -> dict[str, Any]:
@@ -105,18 +106,16 @@ def synthetic_row(row: dict[str, Any], sweep: dict[str, Any]) -> dict[str, Any]:
     mix, train = sweep["mixture"], sweep["training"]
     per_class = 2 * mix["n_per_cluster"]
     per_epoch = math.ceil(per_class * mix["num_coarse"] / train.get("batch_size", 128))
-    onset = row["tpt_epoch"] if row["reached_terminal_phase"] else None
-    out = {"experiment": "synthetic", "mapping": f"gaussian separation={row['separation']:g}",
-           "lr": train["lr"], "weight_decay": train["weight_decay"], "seed": row["seed"],
-           "width": train["hidden"], "train_per_class": per_class,
-           "steps": row["epochs"] * per_epoch, "epochs": row["epochs"],
-           "final_clean_coarse_train_acc": row["final_coarse_train_acc"],
-           "reached_terminal_phase": row["reached_terminal_phase"], "tpt_epoch": onset,
-           "tpt_step": None if onset is None else onset * per_epoch,
-           "recovery_train": row["recovery_train"], "recovery_test_a": row["recovery_test"],
-           "between_fine_share": row["fine_variance_fraction_end"],
-           "nc1_coarse": row["nc1_coarse_end"]}
-    return {col: out.get(col, math.nan) for col in COLUMNS}
+    return _complete({
+        "experiment": "synthetic", "mapping": f"gaussian separation={row['separation']:g}",
+        "lr": train["lr"], "weight_decay": train["weight_decay"], "seed": row["seed"],
+        "width": train["hidden"], "train_per_class": per_class,
+        "steps": row["epochs"] * per_epoch, "epochs": row["epochs"],
+        "final_clean_coarse_train_acc": row["final_coarse_train_acc"],
+        **_phase_columns(row["reached_terminal_phase"], row["tpt_epoch"], per_epoch),
+        "recovery_train": row["recovery_train"], "recovery_test_a": row["recovery_test"],
+        "between_fine_share": row["fine_variance_fraction_end"],
+        "nc1_coarse": row["nc1_coarse_end"]})
 
 
 def experiment_rows(path: Path) -> list[dict[str, Any]]:
