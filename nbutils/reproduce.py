@@ -125,9 +125,15 @@ def run_notebooks(cfg: RunConfig, overrides: dict[str, Any], resume: bool = True
     return seconds
 
 
-def clean_notebook(src: Path, dst: Path) -> Path:
-    """Copy an executed notebook for reading on the web: no widget state, no papermill noise."""
-    nb = nbformat.read(src, as_version=4)
+def clean_notebook(src: Path, dst: Path, rename: dict[str, str] | None = None) -> Path:
+    """Copy an executed notebook for reading on the web: no widget state, no papermill noise.
+
+    `rename` maps strings (a scratch directory's path) to what the reader should see instead.
+    """
+    text = src.read_text()
+    for old, new in (rename or {}).items():
+        text = text.replace(old, new)
+    nb = nbformat.reads(text, as_version=4)
     nb.metadata.pop("widgets", None)
     nb.metadata.get("papermill", {}).pop("input_path", None)
     nb.metadata.get("papermill", {}).pop("output_path", None)
@@ -152,9 +158,10 @@ def clean_notebook(src: Path, dst: Path) -> Path:
     return dst
 
 
-def publish_notebooks(cfg: RunConfig, dest: Path) -> list[Path]:
-    """Clean copies of the run's executed notebooks in `dest/notebooks`."""
-    return [clean_notebook(src, dest / "notebooks" / src.name)
+def publish_notebooks(cfg: RunConfig, dest: Path, rename: dict[str, str] | None = None
+                      ) -> list[Path]:
+    """Clean copies of the run's executed notebooks in `dest/notebooks` (see clean_notebook)."""
+    return [clean_notebook(src, dest / "notebooks" / src.name, rename)
             for src in sorted((Path(cfg.run_dir) / "notebooks").glob("*.ipynb"))]
 
 
@@ -214,7 +221,9 @@ def execute_published(logs: str | Path, dest: str | Path | None = None) -> list[
         training = {k: getattr(stored, k) for k in TRAINING_KEYS}
         run_notebooks(cfg, training)
         publish_figures(cfg, dest)
-        return publish_notebooks(cfg, dest)
+        # The scratch path means nothing to a reader; say whose copy it was.
+        shown = logs.resolve().relative_to(REPO) if logs.resolve().is_relative_to(REPO) else logs
+        return publish_notebooks(cfg, dest, {str(run_dir): f"<scratch copy of {shown}>"})
 
 
 def run_experiments(names: tuple[str, ...] = EXPERIMENTS,

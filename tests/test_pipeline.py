@@ -113,6 +113,9 @@ def test_notebooks_execute_against_published_logs(ci_run: Path, tmp_path: Path) 
     res = json.loads((dest / "results.json").read_text())
     assert f"{100 * res['recovery']['test_acc_pred_coarse']:.1f}%" in json.dumps(recovery)
     assert sorted(p.relative_to(dest) for p in (dest / "logs").rglob("*")) == before
+    shown = [p.read_text() for p in executed]
+    assert not any("nbutils-published-" in text for text in shown)
+    assert f"<scratch copy of {dest / 'logs'}>" in shown[0]
 
 
 @pytest.mark.slow
