@@ -39,7 +39,7 @@ SEPARATION_KEYS = {
 SUMMARY_KEYS = (
     "coarse.train_acc", "coarse.test_acc", *RECOVERY_KEYS, "recovery.nmi",
     "nc.coarse.nc1", "nc.fine.nc1", *SEPARATION_KEYS,
-    "controls.random_init.test_acc_true_coarse",
+    "controls.random_init.test_acc_true_coarse", "baseline.test_acc", "ratio_to_baseline",
 )
 
 
@@ -179,7 +179,7 @@ GRID_KEYS = {"recovery.test_acc_true_coarse": "fine recovery, test (a)",
 
 # What the chosen grid cell reports on test, beside its 10-label baseline.
 CHOSEN_KEYS = (*SUMMARY_KEYS, "recovery.test_cluster_acc_true_coarse",
-               "recovery.test_cluster_acc_pred_coarse", "baseline.test_acc", "ratio_to_baseline")
+               "recovery.test_cluster_acc_pred_coarse")
 
 
 def grid_summary(results: list[dict[str, Any]], lrs: list[float],
