@@ -10,6 +10,7 @@ docs, and `update_docs` writes them between `<!-- summary:<profile>:start/end --
 
 from __future__ import annotations
 
+import math
 import re
 import textwrap
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from nbutils.data import NUM_FINE, class_names, coarse_mapping
 from nbutils.phase import terminal_phase_of
 from nbutils.results import PAPER_TEST_ACC
 from nbutils.runs import atomic_write, load_json
-from nbutils.stats import t_interval
+from nbutils.stats import spread, t_interval
 
 PAPER_WIDTH = 64
 WRAP = 100
@@ -536,7 +537,83 @@ def your_features(result: dict[str, Any]) -> str:
     return textwrap.fill(" ".join(parts), WRAP, break_long_words=False, break_on_hyphens=False)
 
 
-DYNAMICS_MARKERS = re.compile(r"<!-- dynamics:start -->.*?<!-- dynamics:end -->", re.S)
+# Hierarchies (notebook 08): per-mapping means over seeds, from the runs.csv rows of the file.
+HIERARCHY_COLUMNS = {
+    "final_clean_coarse_train_acc": "clean coarse train acc.",
+    "coarse_test_acc": "coarse test acc.",
+    "recovery_train": "recovery, train clustering",
+    "recovery_test_a": "test (a)",
+    "recovery_test_b": "test (b)",
+    "baseline_test_acc": "10-label baseline, test acc.",
+    "between_fine_share": "between-fine share",
+}
+CONTROL_NAMES = {"baseline": "its separability in the 10-label baseline",
+                 "random_init": "its separability at random initialisation",
+                 "raw_pixels": "its separability in raw pixels"}
+
+
+def _mean_sd(values: list[float]) -> str:
+    """'97.2 ± 0.5%' over seeds (sample sd), '97.2%' for one value, '-' for none (NaNs dropped)."""
+    s = spread(values)
+    if s["n"] < 2:
+        return pct(s["mean"]) if s["n"] else "-"
+    return f"{100 * s['mean']:.1f} ± {100 * s['sd']:.1f}%"
+
+
+def _group_table(rows: list[dict[str, Any]], key: str, columns: dict[str, str]) -> str:
+    """A markdown table, one line per value of `key` in first-seen order, mean ± sd of columns."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(str(row[key]), []).append(row)
+    lines = [f"| {key} | seeds | " + " | ".join(columns.values()) + " |",
+             "| --- | --- | " + " | ".join("---" for _ in columns) + " |"]
+    for name, rs in groups.items():
+        cells = [_mean_sd([math.nan if r[c] is None else float(r[c]) for r in rs])
+                 for c in columns]
+        lines.append(f"| `{name}` | {len(rs)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _phase_count(rows: list[dict[str, Any]]) -> str:
+    """'15 of 15 runs reach the terminal phase (onsets at epochs 190-220)', naming the others."""
+    reached = [r for r in rows if r["reached_terminal_phase"]]
+    text = f"{len(reached)} of {len(rows)} runs reach the terminal phase"
+    if reached:
+        onsets = sorted(int(r["tpt_epoch"]) for r in reached)
+        text += (f" (onsets at epochs {onsets[0]}-{onsets[-1]} of {int(reached[0]['epochs'])})"
+                 if onsets[0] != onsets[-1] else f" (onset at epoch {onsets[0]})")
+    missing = [f"{r['mapping']} seed {r['seed']}" for r in rows if not r["reached_terminal_phase"]]
+    return text + (f"; not: {', '.join(missing)}" if missing else "")
+
+
+def _correlation_item(source: str, fit: dict[str, Any]) -> str:
+    """'- its separability in the baseline: Pearson r = 0.81, Spearman rho = 0.77 (n = 15)'."""
+    if fit["pearson"] is None:
+        return f"- {CONTROL_NAMES[source]}: undefined ({fit['n_pairs']} points)."
+    return (f"- {CONTROL_NAMES[source]}: Pearson r = {fit['pearson']:.2f}, Spearman ρ = "
+            f"{fit['spearman']:.2f}, slope {fit['slope']:.2f} ({fit['n_pairs']} points).")
+
+
+def hierarchies(data: dict[str, Any]) -> str:
+    """What the hierarchy runs show: terminal phase, per-mapping table, pairs against controls."""
+    rows, controls = data["runs"], data["pair_controls"]
+    head = (f"{data['setting']}. {_phase_count(rows)}. Mean ± sample sd (ddof=1) over seeds; "
+            f"test numbers on the full test set.")
+    split = controls["split"]
+    lows = sorted(controls["rows"], key=lambda r: r["merged"][split]["mean"])
+    lowest, highest = lows[0], lows[-1]
+    pairs = (f"Per merged pair ({split} split), the merged recovery ranges from "
+             f"{pct(lowest['merged'][split]['mean'])} ({lowest['pair']} in `{lowest['mapping']}`) "
+             f"to {pct(highest['merged'][split]['mean'])} ({highest['pair']} in "
+             f"`{highest['mapping']}`). Across the {len(lows)} (mapping, pair) points, a pair's "
+             f"merged recovery against")
+    items = [_correlation_item(src, fit) for src, fit in controls["correlations"].items()]
+    tail = ("The points are not independent (a pair recurs across mappings with nearly the same "
+            "controls), so no p-value is given.")
+    return "\n\n".join([textwrap.fill(head, WRAP, break_long_words=False),
+                         _group_table(rows, "mapping", HIERARCHY_COLUMNS),
+                         textwrap.fill(pairs, WRAP, break_long_words=False),
+                         "\n".join(items), tail])
 
 
 def dynamics_summary_of(figures_dir: Path) -> str:
@@ -545,12 +622,27 @@ def dynamics_summary_of(figures_dir: Path) -> str:
     return dynamics(data["summary"], data["terminal_changes"])
 
 
+def hierarchies_summary_of(figures_dir: Path) -> str:
+    """narrative.hierarchies of the committed figures/experiments/hierarchies.json."""
+    return hierarchies(load_json(Path(figures_dir) / "experiments" / "hierarchies.json"))
+
+
+# The generated sections of docs/experiments.md, each between <!-- NAME:start/end --> markers.
+EXPERIMENT_SECTIONS: dict[str, Callable[[Path], str]] = {
+    "dynamics": dynamics_summary_of, "hierarchies": hierarchies_summary_of}
+EXPERIMENT_MARKERS = re.compile(
+    r"<!-- (" + "|".join(EXPERIMENT_SECTIONS) + r"):start -->.*?<!-- \1:end -->", re.S)
+
+
 def update_experiments_docs(path: Path, figures_dir: Path) -> bool:
-    """Rewrite the `dynamics` marked section of docs/experiments.md; True if it changed."""
+    """Rewrite every marked experiment section of docs/experiments.md; True if it changed."""
     path = Path(path)
     text = path.read_text()
-    if not DYNAMICS_MARKERS.search(text):
-        return False
-    block = (f"<!-- dynamics:start -->\n{dynamics_summary_of(figures_dir)}\n"
-             f"<!-- dynamics:end -->")
-    return _rewrite(path, text, DYNAMICS_MARKERS.sub(lambda _: block, text))
+
+    def block(match: re.Match) -> str:
+        """One marked section, regenerated from its committed results file."""
+        name = match.group(1)
+        return (f"<!-- {name}:start -->\n{EXPERIMENT_SECTIONS[name](figures_dir)}\n"
+                f"<!-- {name}:end -->")
+
+    return _rewrite(path, text, EXPERIMENT_MARKERS.sub(block, text))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from nbutils.narrative import DYNAMICS_MARKERS, MARKERS, dynamics_summary_of, profile_summary
+from nbutils.narrative import EXPERIMENT_MARKERS, EXPERIMENT_SECTIONS, MARKERS, profile_summary
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = sorted((REPO / "docs").glob("*.md"))
@@ -84,11 +84,12 @@ def test_every_notebook_is_listed() -> None:
         assert f"](notebooks/{notebook.name})" in readme, f"README lacks {notebook.name}"
 
 
-def test_experiments_md_dynamics_matches_committed_results() -> None:
+def test_experiments_md_sections_match_committed_results() -> None:
     text = (REPO / "docs" / "experiments.md").read_text()
-    found = DYNAMICS_MARKERS.search(text)
-    if found is None:
+    found = list(EXPERIMENT_MARKERS.finditer(text))
+    if "dynamics" not in [m.group(1) for m in found]:
         pytest.fail("docs/experiments.md has no <!-- dynamics:start/end --> section")
-    body = found.group(0).split("-->\n", 1)[1].rsplit("\n<!--", 1)[0]
-    assert body == dynamics_summary_of(REPO / "figures"), (
-        "docs/experiments.md dynamics paragraph is stale: run python -m nbutils readme")
+    for match in found:
+        body = match.group(0).split("-->\n", 1)[1].rsplit("\n<!--", 1)[0]
+        assert body == EXPERIMENT_SECTIONS[match.group(1)](REPO / "figures"), (
+            f"docs/experiments.md {match.group(1)} section is stale: run python -m nbutils readme")

@@ -279,3 +279,43 @@ def test_update_experiments_docs_rewrites_only_the_dynamics_section(tmp_path: Pa
     bare = tmp_path / "bare.md"
     bare.write_text("no markers\n")
     assert not narrative.update_experiments_docs(bare, tmp_path)
+
+
+def hierarchy_data() -> dict[str, Any]:
+    """A hierarchies.json-shaped record: mod5 in 2 seeds, semantic in 1 that misses the phase."""
+    from test_pairs import record
+
+    from nbutils import pairs
+    from nbutils.run_index import run_row
+
+    runs = [fake_result(seed=0), fake_result(seed=1, rec=(0.5, 0.7, 0.8, 0.7)),
+            fake_result(seed=0, mapping="semantic", train_acc=(0.2, 0.5, 0.9, 0.98))]
+    recs = [record(0, f"m{i}", 0.5 + 0.1 * i, 0.6 + 0.05 * i) for i in range(4)]
+    rows = pairs.pair_summary(recs)
+    return {"setting": ex.run_setting(runs[0], 2),
+            "runs": [run_row(r, "hierarchies") for r in runs],
+            "pair_controls": {"split": "test", "rows": rows,
+                              "correlations": pairs.correlations(rows, "test")}}
+
+
+def test_hierarchies_states_the_phase_the_table_and_the_controls() -> None:
+    text = narrative.hierarchies(hierarchy_data())
+    flat = " ".join(text.split())
+    assert "2 of 3 runs reach the terminal phase (onset at epoch 10); not: semantic seed 0" in flat
+    # mod5: test (a) 0.9 and 0.7 over 2 seeds, sample sd sqrt(0.02) = 14.1 points.
+    assert "| `mod5` | 2 | 100.0 ± 0.0% |" in text and "| 80.0 ± 14.1% |" in text
+    assert "| `semantic` | 1 | 98.0% |" in text
+    assert "from 50.0% (cat/dog in `m0`) to 80.0% (cat/dog in `m3`)" in flat
+    assert "10-label baseline: Pearson r = 1.00, Spearman ρ = 1.00, slope 2.00 (4 points)" in flat
+    assert "raw pixels: undefined (4 points)" in flat
+
+
+def test_update_experiments_docs_rewrites_each_marked_section(tmp_path: Path) -> None:
+    (tmp_path / "experiments").mkdir()
+    (tmp_path / "experiments" / "hierarchies.json").write_text(json.dumps(hierarchy_data()))
+    doc = tmp_path / "experiments.md"
+    doc.write_text("a\n<!-- hierarchies:start -->\nold\n<!-- hierarchies:end -->\nb\n")
+    assert narrative.update_experiments_docs(doc, tmp_path)
+    text = doc.read_text()
+    assert "old" not in text and text.startswith("a\n<!-- hierarchies:start -->\n")
+    assert text.endswith("<!-- hierarchies:end -->\nb\n") and "2 of 3 runs" in text
