@@ -552,12 +552,23 @@ CONTROL_NAMES = {"baseline": "its separability in the 10-label baseline",
                  "raw_pixels": "its separability in raw pixels"}
 
 
+def _fraction(mean: float, sd: float, ratio: bool = False) -> str:
+    """'97.2 ± 0.5%' (or '0.977 ± 0.004' for a ratio); no '±' without an sd; '-' without a mean."""
+    if math.isnan(mean):
+        return "-"
+    if ratio:
+        return f"{mean:.3f}" if math.isnan(sd) else f"{mean:.3f} ± {sd:.3f}"
+    return pct(mean) if math.isnan(sd) else f"{100 * mean:.1f} ± {100 * sd:.1f}%"
+
+
+def _spread_text(s: dict[str, Any] | None, ratio: bool = False) -> str:
+    """A stats.spread record (over seeds, sample sd) as _fraction writes it; '-' when absent."""
+    return "-" if not s else _fraction(s["mean"], s["sd"], ratio)
+
+
 def _mean_sd(values: list[float]) -> str:
-    """'97.2 ± 0.5%' over seeds (sample sd), '97.2%' for one value, '-' for none (NaNs dropped)."""
-    s = spread(values)
-    if s["n"] < 2:
-        return pct(s["mean"]) if s["n"] else "-"
-    return f"{100 * s['mean']:.1f} ± {100 * s['sd']:.1f}%"
+    """_spread_text of the values' spread (NaNs dropped)."""
+    return _spread_text(spread(values))
 
 
 def _group_table(rows: list[dict[str, Any]], key: str, columns: dict[str, str]) -> str:
@@ -616,6 +627,87 @@ def hierarchies(data: dict[str, Any]) -> str:
                          "\n".join(items), tail])
 
 
+def _share(flags: list[bool]) -> str:
+    """'3 of 3'."""
+    return f"{sum(map(bool, flags))} of {len(flags)}"
+
+
+def grid(data: dict[str, Any]) -> str:
+    """What the grid shows: terminal phase per cell, the selection metric, the chosen test."""
+    best, by = data["best"], data["best"]["by"]
+    cells = {}
+    for row in data["runs"]:
+        if row["experiment"] == "grid":
+            cells.setdefault((row["lr"], row["weight_decay"]), []).append(
+                bool(row["reached_terminal_phase"]))
+    full = sum(all(v) for v in cells.values())
+    head = (f"{data['setting']}, evaluated on {data['evaluated_on']}. {full} of {len(cells)} "
+            f"cells have every seed in the terminal phase. Below: {data['labels'].get(by, by)} "
+            f"on validation, mean ± sample sd over seeds, and how many seeds reached the phase.")
+    wds = data["weight_decays"]
+    lines = ["| lr \\ weight decay | " + " | ".join(f"{wd:g}" for wd in wds) + " |",
+             "| --- | " + " | ".join("---" for _ in wds) + " |"]
+    for i, lr in enumerate(data["lrs"]):
+        row = []
+        for j, wd in enumerate(wds):
+            flags = cells.get((lr, wd), [])
+            value = _fraction(data["mean"][by][i][j], data["sd"][by][i][j])
+            row.append(f"{value} ({_share(flags)})")
+        lines.append(f"| {lr:g} | " + " | ".join(row) + " |")
+    if best["all_in_terminal_phase"]:
+        pick = (f"The best cell among those whose every seed is in the terminal phase is lr "
+                f"{best['lr']:g}, weight decay {best['weight_decay']:g} ({pct(best['value'])} "
+                f"on validation).")
+    else:
+        pick = (f"No cell has every seed in the terminal phase, so the best of all cells was "
+                f"taken, before convergence: lr {best['lr']:g}, weight decay "
+                f"{best['weight_decay']:g} ({pct(best['value'])} on validation).")
+    chosen = next(iter(data["chosen_test"].values()))
+    pick += (f" Trained again on the train subset with its 10-label baseline "
+             f"({len(chosen['seeds'])} seeds) and evaluated on the test set: recovery (a) "
+             f"{_spread_text(chosen['recovery.test_acc_true_coarse'])}, (b) "
+             f"{_spread_text(chosen['recovery.test_acc_pred_coarse'])}; the baseline's test "
+             f"accuracy {_spread_text(chosen['baseline.test_acc'])}; (b) / baseline "
+             f"{_spread_text(chosen['ratio_to_baseline'], ratio=True)}.")
+    return "\n\n".join([textwrap.fill(head, WRAP, break_long_words=False), "\n".join(lines),
+                         textwrap.fill(pick, WRAP, break_long_words=False)])
+
+
+def split(data: dict[str, Any]) -> str:
+    """What the 20-label split shows: fit and memorisation on train, chance halves on test."""
+    summary = data["summary"]
+    parts = [f"{data['setting']}."]
+    twenty = summary.get("20-label")
+    if twenty:
+        parts.append(
+            f"The 20-label model reaches the terminal phase on its own 20 labels in "
+            f"{_share(twenty['reached_terminal_phase'])} seeds (clean train accuracy on them "
+            f"{_spread_text(twenty['own_train_acc'])}). Memorisation: among the train images "
+            f"whose class it names correctly, it names the image's own half for "
+            f"{_spread_text(twenty['head_half_acc_train'])}; on test, where the halves are a "
+            f"fresh random split and chance by construction, "
+            f"{_spread_text(twenty['head_half_acc_test'])}. Inside a class, k-means on the "
+            f"train features separates the halves with "
+            f"{_spread_text(twenty['train_cluster_acc'])} (test: "
+            f"{_spread_text(twenty['test_acc_true_class'])}, chance by construction); the "
+            f"halves hold {_spread_text(twenty['fine_variance_fraction'])} of their class's "
+            f"variance between them.")
+    ten = summary.get("10-label")
+    if ten:
+        parts.append(f"The 10-label model, which never sees the halves, separates them on train "
+                     f"with {_spread_text(ten['train_cluster_acc'])}.")
+    merged = summary.get("merged")
+    if merged:
+        parts.append(
+            f"Beside them, the {merged['label']} ({_share(merged['reached_terminal_phase'])} "
+            f"seeds in the terminal phase) separates its merged real classes with "
+            f"{_spread_text(merged['train_cluster_acc'])} on train and "
+            f"{_spread_text(merged['test_acc_true_class'])} on test (a), the two classes "
+            f"holding {_spread_text(merged['fine_variance_fraction'])} of their super-class's "
+            f"variance. Spreads are sample sd (ddof=1) over seeds.")
+    return textwrap.fill(" ".join(parts), WRAP, break_long_words=False, break_on_hyphens=False)
+
+
 def dynamics_summary_of(figures_dir: Path) -> str:
     """narrative.dynamics of the committed figures/experiments/dynamics.json."""
     data = load_json(Path(figures_dir) / "experiments" / "dynamics.json")
@@ -627,9 +719,20 @@ def hierarchies_summary_of(figures_dir: Path) -> str:
     return hierarchies(load_json(Path(figures_dir) / "experiments" / "hierarchies.json"))
 
 
+def grid_summary_of(figures_dir: Path) -> str:
+    """narrative.grid of the committed figures/experiments/grid.json."""
+    return grid(load_json(Path(figures_dir) / "experiments" / "grid.json"))
+
+
+def split_summary_of(figures_dir: Path) -> str:
+    """narrative.split of the committed figures/experiments/split.json."""
+    return split(load_json(Path(figures_dir) / "experiments" / "split.json"))
+
+
 # The generated sections of docs/experiments.md, each between <!-- NAME:start/end --> markers.
 EXPERIMENT_SECTIONS: dict[str, Callable[[Path], str]] = {
-    "dynamics": dynamics_summary_of, "hierarchies": hierarchies_summary_of}
+    "dynamics": dynamics_summary_of, "grid": grid_summary_of,
+    "hierarchies": hierarchies_summary_of, "split": split_summary_of}
 EXPERIMENT_MARKERS = re.compile(
     r"<!-- (" + "|".join(EXPERIMENT_SECTIONS) + r"):start -->.*?<!-- \1:end -->", re.S)
 

@@ -319,3 +319,44 @@ def test_update_experiments_docs_rewrites_each_marked_section(tmp_path: Path) ->
     text = doc.read_text()
     assert "old" not in text and text.startswith("a\n<!-- hierarchies:start -->\n")
     assert text.endswith("<!-- hierarchies:end -->\nb\n") and "2 of 3 runs" in text
+
+
+def test_grid_states_the_phase_per_cell_and_the_chosen_test() -> None:
+    from nbutils.run_index import run_row
+
+    late = (0.2, 0.5, 0.9, 0.98)
+    results = [fake_result(seed=s, lr=lr, wd=5e-4, train_acc=late if lr == 0.01 else
+                           (0.2, 0.9, 1.0, 1.0)) for lr in (0.1, 0.01) for s in (0, 1)]
+    grid = ex.grid_summary(results, [0.1, 0.01], [5e-4, 5e-5])
+    chosen = [dict(fake_result(seed=s), baseline={"test_acc": 0.9},
+                   ratio_to_baseline=0.9 / 0.9) for s in (0, 1)]
+    data = {**grid, "best": ex.best_cell(grid, "recovery.test_acc_true_coarse"),
+            "chosen_test": ex.summarise(chosen, "lr", ex.CHOSEN_KEYS),
+            "runs": [run_row(r, "grid") for r in results]}
+    text = narrative.grid(data)
+    flat = " ".join(text.split())
+    assert "evaluated on test. 1 of 2 cells have every seed in the terminal phase." in flat
+    assert "| 0.1 | 90.0 ± 0.0% (2 of 2) | - (0 of 0) |" in text
+    assert "| 0.01 | 90.0 ± 0.0% (0 of 2) | - (0 of 0) |" in text
+    assert "is lr 0.1, weight decay 0.0005 (90.0% on validation)" in flat
+    assert "(2 seeds)" in flat and "(b) / baseline 1.000 ± 0.000." in flat
+    data["best"]["all_in_terminal_phase"] = False
+    assert "No cell has every seed in the terminal phase" in narrative.grid(data)
+
+
+def test_split_says_the_test_halves_are_chance_and_reports_memorisation() -> None:
+    from nbutils.stats import spread
+
+    def final(v: float) -> dict[str, Any]:
+        return {k: spread([v, v + 0.02]) for k in (
+            *ex.SPLIT_KEYS, "own_train_acc", "head_half_acc_train", "head_half_acc_test")}
+
+    summary = {"20-label": {"seeds": [0, 1], "reached_terminal_phase": [True, False],
+                            **final(0.5)},
+               "merged": {"label": "5-label mod5 model (real pairs merged)", "seeds": [0, 1],
+                          "reached_terminal_phase": [True, True], **final(0.9)}}
+    flat = " ".join(narrative.split({"setting": "profile tpt", "summary": summary}).split())
+    assert "terminal phase on its own 20 labels in 1 of 2 seeds" in flat
+    assert "chance by construction, 51.0 ± 1.4%" in flat
+    assert "the 5-label mod5 model (real pairs merged) (2 of 2 seeds in the terminal phase)" in flat
+    assert "10-label model" not in flat
