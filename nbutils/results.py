@@ -289,15 +289,19 @@ def write_results(cfg: RunConfig) -> dict[str, Any]:
     return res
 
 
+class StaleSeeds(ValueError):
+    """A profile's seeds.json no longer summarises its published results.json."""
+
+
 def _load_seeds(folder: Path, res: dict[str, Any]) -> dict[str, Any] | None:
-    """figures/<profile>/seeds.json if present; ValueError if it is not of res's runs."""
+    """figures/<profile>/seeds.json if present; StaleSeeds if it is not of res's runs."""
     path = folder / "seeds.json"
     if not path.is_file():
         return None
     seeds = load_json(path)
     same = all(seeds.get(k) == res[k] for k in ("profile", "mapping", "width", "epochs"))
     if not same or seeds["per_seed"].get(str(res["seed"])) != flatten(res):
-        raise ValueError(f"{path} does not summarise the run of {folder / 'results.json'} "
+        raise StaleSeeds(f"{path} does not summarise the run of {folder / 'results.json'} "
                          f"(profile, mapping, width, epochs, or the numbers of its seed "
                          f"{res['seed']} differ); rebuild it with `python -m nbutils seeds`")
     return seeds

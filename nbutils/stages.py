@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -192,7 +193,8 @@ def publish_figures(cfg: RunConfig, dest: Path) -> list[Path]:
 def publish(cfg: RunConfig, dest: Path) -> Path:
     """Copy figures, results and the small logs of a run to `dest` (e.g. figures/cpu).
 
-    Publishing into the repository's figures/ also rebuilds the README's results table.
+    Publishing into the repository's figures/ also rebuilds the README's results table, unless
+    the profile's seeds.json predates this run: then it says how to rebuild both.
     """
     run = Path(cfg.run_dir)
     dest.mkdir(parents=True, exist_ok=True)
@@ -202,7 +204,11 @@ def publish(cfg: RunConfig, dest: Path) -> Path:
         if (run / rel).is_file():
             copy_atomic(run / rel, dest / "logs" / rel)
     if dest.resolve().parent == FIGURES_DIR.resolve():
-        refresh_docs()
+        try:
+            refresh_docs()
+        except results.StaleSeeds as err:
+            print(f"{err}; then `python -m nbutils readme` rebuilds the README and docs",
+                  file=sys.stderr)
     return dest
 
 

@@ -18,6 +18,7 @@ from nbutils.results import (
     PAPER_TEST_ACC,
     README_END,
     README_START,
+    StaleSeeds,
     add_published_intervals,
     markdown_table,
     readme_table,
@@ -167,8 +168,25 @@ def test_readme_table_refuses_stale_seeds(tmp_path: Path) -> None:
     res = json.loads((root / "cpu" / "results.json").read_text())
     res["recovery"]["test_acc_pred_coarse"] = 0.5
     save_json(root / "cpu" / "results.json", res)
-    with pytest.raises(ValueError, match="seeds.json does not summarise"):
+    with pytest.raises(StaleSeeds, match="seeds.json does not summarise"):
         readme_table(root)
+
+
+def test_publishing_a_new_seed_0_says_how_to_rebuild_stale_seeds(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    from nbutils import stages
+    from nbutils.config import resolve
+
+    root = publish_figures(tmp_path / "figures", seeds=True)
+    new = cpu_runs()[0]
+    new["recovery"]["test_acc_pred_coarse"] = 0.5
+    save_json(tmp_path / "run" / "results.json", new)
+    monkeypatch.setattr(stages, "FIGURES_DIR", root)
+    monkeypatch.setattr(stages, "refresh_docs", lambda: readme_table(root))
+    stages.publish(resolve("ci", run_dir=str(tmp_path / "run")), root / "cpu")
+    assert json.loads((root / "cpu" / "results.json").read_text()) == new
+    err = capsys.readouterr().err
+    assert "rebuild it with `python -m nbutils seeds`" in err and "nbutils readme" in err
 
 
 def test_markdown_table_shows_intervals() -> None:
