@@ -20,7 +20,7 @@ from nbutils.data import CIFAR10_CLASSES, Split, coarse_mapping, mapping_table
 from nbutils.device import select_device
 from nbutils.features import extract_checkpoint, load_features
 from nbutils.recovery import recover_fine_labels
-from nbutils.runs import create_run, features_path, load_json, save_json
+from nbutils.runs import create_run, features_path, load_json, run_lock, save_json
 from nbutils.stats import spread
 from nbutils.sweeps import comparable
 from nbutils.train import RunData, load_run_data, train_model
@@ -384,21 +384,24 @@ def run_split(cfg: RunConfig, models: tuple[str, ...] = tuple(SPLIT_MODELS),
                 and all(m in done for m in models)):
             return done
     data = split_run_data(cfg)
-    create_run(cfg)
     device = select_device(cfg.device)
     out: dict[str, Any] = {"config": cfg.to_dict(), "labels": "20 random halves (2 per class)"}
-    for model in models:
-        trained = SPLIT_MODELS[model]
-        log = train_model(cfg, trained, data, progress=progress)
-        for epoch in cfg.checkpoint_epochs:
-            if not features_path(cfg, trained, epoch).is_file():
-                extract_checkpoint(cfg, trained, epoch, data, device, progress)
-        history = [half_separation(cfg, model, e) for e in cfg.checkpoint_epochs]
-        out[model] = {"train_acc_augmented": log[-1]["train_acc"], "test_acc": log[-1]["test_acc"],
-                      "phase": phase.terminal_phase([h["epoch"] for h in history],
-                                                    [h["own_train_acc"] for h in history]),
-                      "history": history}
-    save_json(path, out)
+    # A second process on the same split run waits for no one: it fails fast, naming the holder.
+    with run_lock(cfg.run_dir):
+        create_run(cfg)
+        for model in models:
+            trained = SPLIT_MODELS[model]
+            log = train_model(cfg, trained, data, progress=progress)
+            for epoch in cfg.checkpoint_epochs:
+                if not features_path(cfg, trained, epoch).is_file():
+                    extract_checkpoint(cfg, trained, epoch, data, device, progress)
+            history = [half_separation(cfg, model, e) for e in cfg.checkpoint_epochs]
+            out[model] = {"train_acc_augmented": log[-1]["train_acc"],
+                          "test_acc": log[-1]["test_acc"],
+                          "phase": phase.terminal_phase([h["epoch"] for h in history],
+                                                        [h["own_train_acc"] for h in history]),
+                          "history": history}
+        save_json(path, out)
     return out
 
 

@@ -269,3 +269,20 @@ def test_runs_differing_only_in_mapping_share_one_trained_baseline(tmp_path: Pat
     other = sweeps.sweep_configs([{"mapping": "semantic", "seed": 1}], "ci", tmp_path / "runs",
                                  **common)[0]
     assert sweeps.baseline_twin(other) is None
+
+
+def test_a_split_run_held_by_another_process_is_refused(fake_cache: Path, tmp_path: Path) -> None:
+    from test_lock import start_holder
+
+    from nbutils.runs import RunLocked
+
+    cfg = ex.split_configs("ci", tmp_path / "split", [0], data_root=str(fake_cache),
+                           train_per_class=4, test_per_class=2)[0]
+    holder = start_holder(Path(cfg.run_dir))
+    try:
+        with pytest.raises(RunLocked, match=f"PID {holder.pid}"):
+            ex.run_split(cfg, progress=False)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not (Path(cfg.run_dir) / "split_results.json").exists()
