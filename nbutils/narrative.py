@@ -586,7 +586,7 @@ def _group_table(rows: list[dict[str, Any]], key: str, columns: dict[str, str]) 
 
 
 def _phase_count(rows: list[dict[str, Any]]) -> str:
-    """'15 of 15 runs reach the terminal phase (onsets at epochs 190-220)', naming the others."""
+    """'15 of 15 runs reach the terminal phase (onsets at epochs 190-220 of 300)', and which not."""
     reached = [r for r in rows if r["reached_terminal_phase"]]
     text = f"{len(reached)} of {len(rows)} runs reach the terminal phase"
     if reached:
@@ -598,7 +598,7 @@ def _phase_count(rows: list[dict[str, Any]]) -> str:
 
 
 def _correlation_item(source: str, fit: dict[str, Any]) -> str:
-    """'- its separability in the baseline: Pearson r = 0.81, Spearman rho = 0.77 (n = 15)'."""
+    """'- its separability in the 10-label baseline: Pearson r = 0.81, ... (15 points).'."""
     if fit["pearson"] is None:
         return f"- {CONTROL_NAMES[source]}: undefined ({fit['n_pairs']} points)."
     return (f"- {CONTROL_NAMES[source]}: Pearson r = {fit['pearson']:.2f}, Spearman ρ = "
@@ -608,8 +608,7 @@ def _correlation_item(source: str, fit: dict[str, Any]) -> str:
 def hierarchies(data: dict[str, Any]) -> str:
     """What the hierarchy runs show: terminal phase, per-mapping table, pairs against controls."""
     rows, controls = data["runs"], data["pair_controls"]
-    head = (f"{data['setting']}. {_phase_count(rows)}. Mean ± sample sd (ddof=1) over seeds; "
-            f"test numbers on the full test set.")
+    head = f"{data['setting']}. {_phase_count(rows)}. Mean ± sample sd (ddof=1) over seeds."
     split = controls["split"]
     lows = sorted(controls["rows"], key=lambda r: r["merged"][split]["mean"])
     lowest, highest = lows[0], lows[-1]
