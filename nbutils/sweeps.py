@@ -19,9 +19,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from nbutils import checks, launch, stages
 from nbutils.config import TRAINING_KEYS, RunConfig, resolve
-from nbutils.runs import RunLocked, create_run, load_json, model_dir, run_lock
+from nbutils.data import DataError, coarse_mapping
+from nbutils.runs import RunLocked, create_run, load_json, model_dir, run_lock, save_npz
 
 # Always in a run's name, so that the grid, the hierarchies and the dynamics share their runs.
 NAME_KEYS = ("mapping", "lr", "weight_decay", "seed")
@@ -103,8 +106,16 @@ def baseline_twin(cfg: RunConfig) -> Path | None:
     return None
 
 
+def own_mapping(cfg: RunConfig) -> np.ndarray | None:
+    """The run's fine -> super-class table, or None where it needs the train labels (cifar100)."""
+    try:
+        return coarse_mapping(cfg.mapping, cfg.dataset)
+    except DataError:
+        return None
+
+
 def share_baseline(cfg: RunConfig) -> Path | None:
-    """Copy a twin's finished baseline (log and checkpoints) instead of training it again."""
+    """Copy a twin's finished baseline (log, checkpoints, features) instead of training it again."""
     if "baseline" not in cfg.models or stages.finished_log(cfg, "baseline") is not None:
         return None
     twin = baseline_twin(cfg)
@@ -115,6 +126,15 @@ def share_baseline(cfg: RunConfig) -> Path | None:
     for epoch in cfg.checkpoint_epochs:
         name = Path("checkpoints") / f"epoch_{epoch:03d}.pt"
         stages.copy_atomic(twin / "baseline" / name, dest / name)
+    # Its features too, where the twin extracted them (each file is written whole): the same
+    # checkpoints on the same images, so extraction would only repeat them. Only the mapping
+    # the file records is this run's own.
+    mapping = own_mapping(cfg)
+    stored = [] if mapping is None else sorted((twin / "baseline" / "features").glob("*.npz"))
+    for src in stored:
+        with np.load(src) as twin_arrays:
+            arrays = {**twin_arrays, "fine_to_coarse": mapping}
+        save_npz(dest / "features" / src.name, **arrays)
     for name in BASELINE_FILES:
         stages.copy_atomic(twin / "baseline" / name, dest / name)
     print(f"{cfg.run_dir}: baseline copied from {twin} (same seed and recipe; the baseline "

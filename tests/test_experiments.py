@@ -256,7 +256,11 @@ def test_runs_differing_only_in_mapping_share_one_trained_baseline(tmp_path: Pat
                                          tmp_path / "runs", **common)
     alone = sweeps.sweep_configs([{"mapping": "semantic"}], "ci", tmp_path / "alone",
                                  **common)[0]
-    for cfg in (first, shared, alone):
+    sweeps.run_point(first)
+    # A mark the analysis ignores shows whether the twin's feature file was copied.
+    path = features_path(first, "baseline", 1)
+    save_npz(path, **dict(np.load(path)), copied_from_twin=np.int64(1))
+    for cfg in (shared, alone):
         sweeps.run_point(cfg)
     assert sweeps.baseline_twin(shared) == Path(first.run_dir)
     # The copied baseline is the one training it again would give, weight for weight.
@@ -265,6 +269,11 @@ def test_runs_differing_only_in_mapping_share_one_trained_baseline(tmp_path: Pat
         trained = load_torch(checkpoint_path(alone, "baseline", epoch))["model"]
         assert all(torch.equal(copied[k], trained[k]) for k in trained)
     assert sweeps.finished(shared)["baseline"] == sweeps.finished(alone)["baseline"]
+    # Its features were copied, not extracted again, and are what extraction gives.
+    assert "copied_from_twin" in np.load(features_path(shared, "baseline", 1)).files
+    for epoch in (0, 1):
+        mine, again = (np.load(features_path(c, "baseline", epoch)) for c in (shared, alone))
+        assert all(np.array_equal(mine[k], again[k]) for k in again.files)
     # Another seed trains its own.
     other = sweeps.sweep_configs([{"mapping": "semantic", "seed": 1}], "ci", tmp_path / "runs",
                                  **common)[0]
