@@ -566,11 +566,6 @@ def _spread_text(s: dict[str, Any] | None, ratio: bool = False) -> str:
     return "-" if not s else _fraction(s["mean"], s["sd"], ratio)
 
 
-def _mean_sd(values: list[float]) -> str:
-    """_spread_text of the values' spread (NaNs dropped)."""
-    return _spread_text(spread(values))
-
-
 def _group_table(rows: list[dict[str, Any]], key: str, columns: dict[str, str]) -> str:
     """A markdown table, one line per value of `key` in first-seen order, mean ± sd of columns."""
     groups: dict[str, list[dict[str, Any]]] = {}
@@ -579,7 +574,7 @@ def _group_table(rows: list[dict[str, Any]], key: str, columns: dict[str, str]) 
     lines = [f"| {key} | seeds | " + " | ".join(columns.values()) + " |",
              "| --- | --- | " + " | ".join("---" for _ in columns) + " |"]
     for name, rs in groups.items():
-        cells = [_mean_sd([math.nan if r[c] is None else float(r[c]) for r in rs])
+        cells = [_spread_text(spread([math.nan if r[c] is None else float(r[c]) for r in rs]))
                  for c in columns]
         lines.append(f"| `{name}` | {len(rs)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
