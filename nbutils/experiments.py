@@ -22,7 +22,7 @@ from nbutils.features import extract_checkpoint, load_features
 from nbutils.recovery import recover_fine_labels
 from nbutils.runs import create_run, features_path, load_json, run_lock, save_json
 from nbutils.stats import spread
-from nbutils.sweeps import comparable
+from nbutils.sweeps import comparable, root_hint
 from nbutils.train import RunData, load_run_data, train_model
 
 # Dotted paths into results.json / history entries, with the labels figures use.
@@ -388,7 +388,7 @@ def run_split(cfg: RunConfig, models: tuple[str, ...] = tuple(SPLIT_MODELS),
     out: dict[str, Any] = {"config": cfg.to_dict(), "labels": "20 random halves (2 per class)"}
     # A second process on the same split run waits for no one: it fails fast, naming the holder.
     with run_lock(cfg.run_dir):
-        create_run(cfg)
+        create_run(cfg, hint=root_hint(cfg))
         for model in models:
             trained = SPLIT_MODELS[model]
             log = train_model(cfg, trained, data, progress=progress)

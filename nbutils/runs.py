@@ -190,7 +190,11 @@ def versions() -> dict[str, str | None]:
     return found
 
 
-def check_run_dir(cfg: RunConfig, force: bool = False) -> list[str]:
+# What to do about a refused run directory, for a run whose directory the user names.
+RUN_DIR_HINT = "use another run_dir, or force=True (--force) to overwrite it"
+
+
+def check_run_dir(cfg: RunConfig, force: bool = False, hint: str = RUN_DIR_HINT) -> list[str]:
     """The recorded training parameters `cfg` changes; raises on any unless `force`."""
     checks.flag("force", force)
     root = Path(cfg.run_dir)
@@ -203,15 +207,15 @@ def check_run_dir(cfg: RunConfig, force: bool = False) -> list[str]:
         raise RunConfigMismatch(
             f"run_dir: {root} was made with a different configuration:\n  "
             + "\n  ".join(changes)
-            + "\nuse another run_dir, or force=True (--force) to overwrite it"
+            + "\n" + hint
         )
     return changes
 
 
-def create_run(cfg: RunConfig, force: bool = False) -> Path:
+def create_run(cfg: RunConfig, force: bool = False, hint: str = RUN_DIR_HINT) -> Path:
     """Make the run directory and record its config, refusing a different existing one."""
     root = Path(cfg.run_dir)
-    if check_run_dir(cfg, force):
+    if check_run_dir(cfg, force, hint):
         # Old checkpoints would otherwise be resumed under the new configuration.
         for stale in (*MODELS, "figures", "notebooks"):
             shutil.rmtree(root / stale, ignore_errors=True)

@@ -72,13 +72,20 @@ def sweep_configs(
     return [replace(c, run_dir=str(Path(root) / n)) for c, n in zip(cfgs, names, strict=True)]
 
 
+def root_hint(cfg: RunConfig) -> str:
+    """What to do when a point's directory under the sweep's root holds another setting's run."""
+    root = Path(cfg.run_dir).parent
+    return (f"{root} holds runs of another setting: give the sweep another root (a notebook's "
+            f"runs_root), or delete {cfg.run_dir} to train it again")
+
+
 def run_point(cfg: RunConfig, progress: bool = False) -> dict[str, Any]:
     """Train and analyse one point (training resumes), unless already finished; its results."""
     done = finished(cfg)
     if done is not None:
         return done
     with stages.writing(cfg):
-        create_run(cfg)
+        create_run(cfg, hint=root_hint(cfg))
         share_baseline(cfg)
     return stages.run(cfg, progress=progress)
 

@@ -15,7 +15,15 @@ from nbutils import run_index, stats, sweeps
 from nbutils.config import resolve
 from nbutils.data import save_cache
 from nbutils.paths import runs_root
-from nbutils.runs import checkpoint_path, features_path, load_torch, save_json, save_npz
+from nbutils.runs import (
+    RunConfigMismatch,
+    checkpoint_path,
+    create_run,
+    features_path,
+    load_torch,
+    save_json,
+    save_npz,
+)
 
 
 def fake_result(seed: int = 0, mapping: str = "mod5", lr: float = 0.1, wd: float = 5e-4,
@@ -236,6 +244,17 @@ def test_finished_runs_are_read_back_only_with_the_same_config(tmp_path: Path) -
     assert sweeps.finished(cfg) is not None
     other = sweeps.sweep_configs([{"seed": 0}], "exp", tmp_path, epochs=2)[0]
     assert sweeps.finished(other) is None
+
+
+def test_a_point_of_another_setting_under_the_root_names_the_root(tmp_path: Path) -> None:
+    old = sweeps.sweep_configs([{"seed": 0}], "exp", tmp_path)[0]
+    create_run(old)
+    new = sweeps.sweep_configs([{"seed": 0}], "exp", tmp_path, epochs=2)[0]
+    assert new.run_dir == old.run_dir
+    with pytest.raises(RunConfigMismatch, match="epochs") as err:
+        sweeps.run_point(new)
+    assert f"{tmp_path} holds runs of another setting" in str(err.value)
+    assert "runs_root" in str(err.value) and "--force" not in str(err.value)
 
 
 def test_unknown_experiment_notebook_is_refused_before_any_work(tmp_path: Path) -> None:
