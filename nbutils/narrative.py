@@ -544,6 +544,7 @@ HIERARCHY_COLUMNS = {
     "recovery_train": "recovery, train clustering",
     "recovery_test_a": "test (a)",
     "recovery_test_b": "test (b)",
+    "recovery_test_c": "test (c)",
     "baseline_test_acc": "10-label baseline, test acc.",
     "between_fine_share": "between-fine share",
 }

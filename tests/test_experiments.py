@@ -33,7 +33,7 @@ def fake_result(seed: int = 0, mapping: str = "mod5", lr: float = 0.1, wd: float
     cfg = resolve("exp", seed=seed, mapping=mapping, lr=lr, weight_decay=wd).to_dict()
     history = [{"epoch": e, "coarse_train_acc": a,
                 "recovery": {"test_acc_true_coarse": r, "train_cluster_acc": r,
-                             "test_acc_pred_coarse": None},
+                             "test_acc_pred_coarse": None, "test_cluster_acc_true_coarse": r - 0.2},
                 "nc": {"coarse": {"nc1": 1.0 / (e + 1)}, "fine": {"nc1": 2.0},
                        "fine_structure": {"fine_variance_fraction_mean": r / 2,
                                           "nc1_within_superclass_mean": 1.0}}}

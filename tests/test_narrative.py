@@ -308,6 +308,8 @@ def test_hierarchies_states_the_phase_the_table_and_the_controls() -> None:
     # mod5: test (a) 0.9 and 0.7 over 2 seeds, sample sd sqrt(0.02) = 14.1 points.
     assert "| `mod5` | 2 | 100.0 ± 0.0% |" in text and "| 80.0 ± 14.1% |" in text
     assert "| `semantic` | 1 | 98.0% |" in text
+    # Test (c) sits beside (b), which these records leave out: 0.7 and 0.5, same spread.
+    assert "| 80.0 ± 14.1% | - | 60.0 ± 14.1% |" in text
     assert "from 50.0% (cat/dog in `m0`) to 80.0% (cat/dog in `m3`)" in flat
     assert "10-label baseline: Pearson r = 1.00, Spearman ρ = 1.00, slope 2.00 (4 points)" in flat
     assert "raw pixels: undefined (4 points)" in flat
