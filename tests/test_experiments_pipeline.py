@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from nbutils import narrative
 from nbutils.reproduce import NOTEBOOK_DIR, run_notebook
 
 EXPERIMENTS = ("06_dynamics", "07_grid", "08_hierarchies", "09_split", "10_synthetic")
@@ -100,3 +101,17 @@ def test_results_files_are_well_formed(executed: Path) -> None:
     assert [(r["separation"], r["seed"]) for r in syn_runs] == [(0.0, 0), (8.0, 0)]
     assert all(isinstance(r["reached_terminal_phase"], bool) for r in syn_runs)
     assert res["10_synthetic"]["feature_norm"] == "l2"
+
+
+@pytest.mark.parametrize("name", ("06_dynamics", "07_grid", "08_hierarchies", "09_split"))
+def test_each_notebook_ends_with_what_its_results_file_says(executed: Path, name: str) -> None:
+    notebook = json.loads((executed.parent / f"{name}.ipynb").read_text())
+    heading, last = notebook["cells"][-2:]
+    assert "".join(heading["source"]).startswith("## What we see")
+    shown = "".join(last["outputs"][0]["data"]["text/markdown"])
+    data = json.loads((executed / RESULTS[name]).read_text())
+    if name == "06_dynamics":
+        expected = narrative.dynamics(data["summary"], data["terminal_changes"])
+    else:
+        expected = getattr(narrative, name[3:])(data)
+    assert shown == expected and "profile ci" in shown

@@ -354,7 +354,8 @@ def test_split_says_the_test_halves_are_chance_and_reports_memorisation() -> Non
 
     def final(v: float) -> dict[str, Any]:
         return {k: spread([v, v + 0.02]) for k in (
-            *ex.SPLIT_KEYS, "own_train_acc", "head_half_acc_train", "head_half_acc_test")}
+            *ex.SPLIT_KEYS, "own_train_acc", "head_half_acc_train", "head_half_acc_test",
+            "class_test_acc")}
 
     summary = {"20-label": {"seeds": [0, 1], "reached_terminal_phase": [True, False],
                             **final(0.5)},
@@ -363,5 +364,6 @@ def test_split_says_the_test_halves_are_chance_and_reports_memorisation() -> Non
     flat = " ".join(narrative.split({"setting": "profile tpt", "summary": summary}).split())
     assert "terminal phase on its own 20 labels in 1 of 2 seeds" in flat
     assert "chance by construction, 51.0 ± 1.4%" in flat
+    assert "read as their classes, give a 10-class test accuracy of 51.0 ± 1.4%" in flat
     assert "the 5-label mod5 model (real pairs merged) (2 of 2 seeds in the terminal phase)" in flat
     assert "10-label model" not in flat
