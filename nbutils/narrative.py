@@ -705,6 +705,52 @@ def split(data: dict[str, Any]) -> str:
     return textwrap.fill(" ".join(parts), WRAP, break_long_words=False, break_on_hyphens=False)
 
 
+def _nc1_text(s: dict[str, Any]) -> str:
+    """An NC1 spread over seeds: '0.600 ± 0.035', or '0.600' for one seed."""
+    mean = f"{s['mean']:#.3g}"
+    return mean if math.isnan(s["sd"]) else f"{mean} ± {s['sd']:.2g}"
+
+
+def _span(values: list[int], sep: str = "-") -> str:
+    """'5-9' for a range of integers, or '5' when they are all equal."""
+    lo, hi = min(values), max(values)
+    return str(lo) if lo == hi else f"{lo}{sep}{hi}"
+
+
+def synthetic(data: dict[str, Any]) -> str:
+    """What the synthetic sweep shows: collapse and terminal phase, then recovery per separation."""
+    runs, rows = data["runs"], data["by_separation"]
+    reached = [r for r in runs if r["reached_terminal_phase"]]
+    init = spread([r["nc1_coarse_init"] for r in runs])
+    falls = [r["nc1_coarse_fall"]["mean"] for r in rows]
+    head = (f"{data['setting']}. {len(reached)} of {len(runs)} runs reach the terminal phase "
+            f"(clean coarse train accuracy at or above 99.5% to the end)")
+    if reached:
+        onsets = [int(r["tpt_epoch"]) for r in reached]
+        held = [round(100 * r["tpt_held_fraction"]) for r in reached]
+        head += (f", with onsets at epochs {_span(onsets)} of {int(reached[0]['epochs'])}, "
+                 f"held for {_span(held)}% of training")
+    head += (f". Coarse NC1 of the hidden layer is {_nc1_text(init)} at initialisation (sample "
+             f"sd over all {len(runs)} runs) and falls by a mean "
+             f"{_span([round(f) for f in falls], ' to ')}-fold by the end, depending on the "
+             f"separation.")
+    lines = ["| separation | raw inputs | hidden layer at init | hidden layer after training | "
+             "between-fine share, init → end | NC1 fine after training |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        lines.append(
+            f"| {r['separation']:g} | {_spread_text(r['input_recovery'])} | "
+            f"{_spread_text(r['init_recovery_test'])} | {_spread_text(r['final_recovery_test'])} | "
+            f"{pct(r['init_fine_variance_fraction']['mean'])} → "
+            f"{pct(r['final_fine_variance_fraction']['mean'])} | "
+            f"{_nc1_text(r['final_nc1_fine'])} |")
+    n = rows[0]["seeds"]
+    tail = (f"Test recovery inside the true class, mean ± sample sd (ddof=1) over {n} "
+            f"seed{'s' if n != 1 else ''}; the between-fine share as a mean over seeds.")
+    return "\n\n".join([textwrap.fill(" ".join(head.split()), WRAP, break_long_words=False),
+                         "\n".join(lines), tail])
+
+
 def dynamics_summary_of(figures_dir: Path) -> str:
     """narrative.dynamics of the committed figures/experiments/dynamics.json."""
     data = load_json(Path(figures_dir) / "experiments" / "dynamics.json")
@@ -721,6 +767,11 @@ def grid_summary_of(figures_dir: Path) -> str:
     return grid(load_json(Path(figures_dir) / "experiments" / "grid.json"))
 
 
+def synthetic_summary_of(figures_dir: Path) -> str:
+    """narrative.synthetic of the committed figures/experiments/synthetic.json."""
+    return synthetic(load_json(Path(figures_dir) / "experiments" / "synthetic.json"))
+
+
 def split_summary_of(figures_dir: Path) -> str:
     """narrative.split of the committed figures/experiments/split.json."""
     return split(load_json(Path(figures_dir) / "experiments" / "split.json"))
@@ -729,7 +780,8 @@ def split_summary_of(figures_dir: Path) -> str:
 # The generated sections of docs/experiments.md, each between <!-- NAME:start/end --> markers.
 EXPERIMENT_SECTIONS: dict[str, Callable[[Path], str]] = {
     "dynamics": dynamics_summary_of, "grid": grid_summary_of,
-    "hierarchies": hierarchies_summary_of, "split": split_summary_of}
+    "hierarchies": hierarchies_summary_of, "split": split_summary_of,
+    "synthetic": synthetic_summary_of}
 EXPERIMENT_MARKERS = re.compile(
     r"<!-- (" + "|".join(EXPERIMENT_SECTIONS) + r"):start -->.*?<!-- \1:end -->", re.S)
 

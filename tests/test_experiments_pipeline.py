@@ -103,7 +103,7 @@ def test_results_files_are_well_formed(executed: Path) -> None:
     assert res["10_synthetic"]["feature_norm"] == "l2"
 
 
-@pytest.mark.parametrize("name", ("06_dynamics", "07_grid", "08_hierarchies", "09_split"))
+@pytest.mark.parametrize("name", EXPERIMENTS)
 def test_each_notebook_ends_with_what_its_results_file_says(executed: Path, name: str) -> None:
     notebook = json.loads((executed.parent / f"{name}.ipynb").read_text())
     heading, last = notebook["cells"][-2:]
@@ -114,4 +114,5 @@ def test_each_notebook_ends_with_what_its_results_file_says(executed: Path, name
         expected = narrative.dynamics(data["summary"], data["terminal_changes"])
     else:
         expected = getattr(narrative, name[3:])(data)
-    assert shown == expected and "profile ci" in shown
+    setting = data["setting"] if "setting" in data else data["summary"]["setting"]
+    assert shown == expected and " ".join(shown.split()).startswith(" ".join(setting.split()))

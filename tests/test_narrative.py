@@ -367,3 +367,28 @@ def test_split_says_the_test_halves_are_chance_and_reports_memorisation() -> Non
     assert "read as their classes, give a 10-class test accuracy of 51.0 ± 1.4%" in flat
     assert "the 5-label mod5 model (real pairs merged) (2 of 2 seeds in the terminal phase)" in flat
     assert "10-label model" not in flat
+
+
+def test_synthetic_states_the_collapse_the_phase_and_the_table() -> None:
+    from nbutils.stats import spread
+
+    def run(seed: int, onset: int | None, init: float, fall: float) -> dict[str, Any]:
+        return {"seed": seed, "reached_terminal_phase": onset is not None, "tpt_epoch": onset,
+                "tpt_held_fraction": 0.9 if onset else None, "epochs": 100,
+                "nc1_coarse_init": init, "nc1_coarse_fall": fall}
+
+    row = {"separation": 8.0, "seeds": 2, "input_recovery": spread([1.0, 1.0]),
+           "init_recovery_test": spread([0.8, 0.82]), "final_recovery_test": spread([0.99, 1.0]),
+           "init_fine_variance_fraction": spread([0.02, 0.03]),
+           "final_fine_variance_fraction": spread([0.3, 0.3]),
+           "final_nc1_fine": spread([0.6, 0.6]), "nc1_coarse_fall": spread([30.0, 40.0])}
+    data = {"setting": "synthetic: tiny", "by_separation": [row],
+            "runs": [run(0, 5, 4.0, 30.0), run(1, None, 6.0, 40.0)]}
+    text = narrative.synthetic(data)
+    flat = " ".join(text.split())
+    assert "1 of 2 runs reach the terminal phase" in flat
+    assert "onsets at epochs 5 of 100, held for 90% of training" in flat
+    # NC1 at init over both runs: mean 5, sample sd sqrt(2); the fall is the per-separation mean.
+    assert "is 5.00 ± 1.4 at initialisation (sample sd over all 2 runs)" in flat
+    assert "falls by a mean 35-fold by the end" in flat
+    assert "| 8 | 100.0 ± 0.0% | 81.0 ± 1.4% | 99.5 ± 0.7% | 2.5% → 30.0% | 0.600 ± 0 |" in text
