@@ -323,6 +323,8 @@ def _footnotes(found: dict[str, dict], seeds: dict[str, dict | None]) -> list[st
     methods = {res["ci95_method"] for res in found.values() if "ci95_method" in res}
     if methods:
         notes.append(f"[..]: 95% interval, {' / '.join(sorted(methods))}.")
+    notes.append("Training wall time: the sum of the epoch times of both models, so it also "
+                 "counts any other work that shared the machine; not a speed benchmark.")
     for p, s in seeds.items():
         if s is None:
             continue

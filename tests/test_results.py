@@ -144,6 +144,7 @@ def test_readme_table_variants_intervals_and_footnotes(tmp_path: Path) -> None:
         "| - |  |")
     assert "`cpu`: w=16, 30 epochs, cpu" in table
     assert f"[..]: 95% interval, {CI95_METHOD}." in table
+    assert "Training wall time: the sum of the epoch times of both models" in table
     assert ("`paper`: - where a value was not recomputed: `recovery.test_cluster_acc_true_coarse`, "
             "`recovery.test_cluster_acc_pred_coarse`, `recovery.nmi_within_superclass`. Each was "
             "added to the analysis after this run") in table
