@@ -384,11 +384,10 @@ def test_synthetic_states_the_collapse_the_phase_and_the_table() -> None:
            "final_nc1_fine": spread([0.6, 0.6]), "nc1_coarse_fall": spread([30.0, 40.0])}
     data = {"setting": "synthetic: tiny", "by_separation": [row],
             "runs": [run(0, 5, 4.0, 30.0), run(1, None, 6.0, 40.0)]}
-    text = narrative.synthetic(data)
-    flat = " ".join(text.split())
+    flat = " ".join(narrative.synthetic(data).split())
     assert "1 of 2 runs reach the terminal phase" in flat
     assert "onsets at epochs 5 of 100, held for 90% of training" in flat
     # NC1 at init over both runs: mean 5, sample sd sqrt(2); the fall is the per-separation mean.
     assert "is 5.00 ± 1.4 at initialisation (sample sd over all 2 runs)" in flat
     assert "falls by a mean 35-fold by the end" in flat
-    assert "| 8 | 100.0 ± 0.0% | 81.0 ± 1.4% | 99.5 ± 0.7% | 2.5% → 30.0% | 0.600 ± 0 |" in text
+    assert "| 8 | 100.0 ± 0.0% | 81.0 ± 1.4% | 99.5 ± 0.7% | 2.5% → 30.0% | 0.600 ± 0 |" in flat
