@@ -16,7 +16,8 @@ variant (a). Measured in four feature spaces (SOURCES):
 - `raw_pixels`: the images scaled to [0, 1] and centred per channel with the train means
   (`recovery.raw_pixel_features`, as the pipeline's raw-pixel control).
 
-`run_pairs` writes them to `<run_dir>/pairs.json` once per run; `pair_summary` spreads them over
+`run_pairs` writes them to `<run_dir>/pairs.json` once per run (`of_point` as soon as a sweep
+point finishes, so the sweep's archive keeps them); `pair_summary` spreads them over
 seeds per (mapping, pair) and `correlations` sets the merged recovery beside each control across
 pairs.
 """
@@ -197,6 +198,11 @@ def run_pairs(run_dir: str | Path, data_root: str | None = None,
         out = compute_pairs(cfg)
         save_json(path, out)
     return out
+
+
+def of_point(cfg: RunConfig) -> dict[str, Any]:
+    """run_pairs of a finished sweep point (the `then` of sweeps.run_sweep)."""
+    return run_pairs(cfg.run_dir, data_root=cfg.data_root)
 
 
 def pair_summary(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -7,7 +7,9 @@ with the same configuration is read back, not trained again.
 
 Each point not yet finished is one job of `nbutils.launch` (in this process, in local processes
 or on Slurm, docs/cluster.md); the results are read back from the runs' results.json, so a
-sweep that was stopped resumes where it was when it is called again.
+sweep that was stopped resumes where it was when it is called again. With an `archive`, each
+finished point's small records also go to `<archive>/<run name>/`, e.g. in the repository, so
+the sweep resumes on a machine that lacks the run directories.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from __future__ import annotations
 import re
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +28,8 @@ import numpy as np
 from nbutils import checks, launch, stages
 from nbutils.config import TRAINING_KEYS, RunConfig, resolve
 from nbutils.data import DataError, coarse_mapping
-from nbutils.runs import RunLocked, create_run, load_json, model_dir, run_lock, save_npz
+from nbutils.runs import (RunLocked, create_run, load_json, model_dir, run_lock, save_json,
+                          save_npz)
 
 # Always in a run's name, so that the grid, the hierarchies and the dynamics share their runs.
 NAME_KEYS = ("mapping", "lr", "weight_decay", "seed")
@@ -79,15 +84,73 @@ def root_hint(cfg: RunConfig) -> str:
             f"runs_root), or delete {cfg.run_dir} to train it again")
 
 
-def run_point(cfg: RunConfig, progress: bool = False) -> dict[str, Any]:
-    """Train and analyse one point (training resumes), unless already finished; its results."""
+def run_point(cfg: RunConfig, progress: bool = False, then: Callable[[RunConfig], Any] | None = None,
+              archive: str | Path | None = None) -> dict[str, Any]:
+    """Train and analyse one point (training resumes) unless already finished, then settle it.
+
+    Its results.
+    """
     done = finished(cfg)
-    if done is not None:
-        return done
+    if done is None:
+        with stages.writing(cfg):
+            create_run(cfg, hint=root_hint(cfg))
+            share_baseline(cfg)
+        done = stages.run(cfg, progress=progress)
+    settle(cfg, then, archive)
+    return done
+
+
+# A finished point's small records, results.json last (it marks the point finished). The
+# checkpoints and features stay where the run was made.
+ARCHIVED = ("pairs.json", "results.json")
+
+
+def _with_run_dir(record: Any, run_dir: str) -> Any:
+    """The record with its config's run_dir replaced (an archive holds no machine's paths)."""
+    config = record.get("config") if isinstance(record, dict) else None
+    return record if not isinstance(config, dict) else {**record,
+                                                        "config": {**config, "run_dir": run_dir}}
+
+
+def archive_dir(archive_root: str | Path, root: str | Path) -> Path:
+    """Where the sweep under `root` is archived: `<archive_root>/<root's folder name>`."""
+    return Path(archive_root) / Path(root).name
+
+
+def settle(cfg: RunConfig, then: Callable[[RunConfig], Any] | None = None,
+           archive: str | Path | None = None) -> None:
+    """After a point finished: `then(cfg)` (a per-run analysis), then archive its records."""
+    if then is not None:
+        then(cfg)
+    if archive in (None, ""):
+        return
+    run = Path(cfg.run_dir)
+    for name in ARCHIVED:
+        if (run / name).is_file():
+            save_json(Path(archive) / run.name / name,
+                      _with_run_dir(load_json(run / name), run.name))
+
+
+def restore(cfg: RunConfig, archive: str | Path) -> bool:
+    """Copy an archived point of this configuration into its run directory, if it has no results.
+
+    Whether it did. The run then reads as finished: its results and the archived analyses are
+    read back, while anything that needs its features or checkpoints means training it again
+    (delete the run directory and the archived copy).
+    """
+    src = Path(archive) / Path(cfg.run_dir).name
+    if finished(cfg) is not None or not (src / "results.json").is_file():
+        return False
+    stored = load_json(src / "results.json")
+    if comparable(stored.get("config", {})) != comparable(cfg.to_dict()):
+        return False
     with stages.writing(cfg):
         create_run(cfg, hint=root_hint(cfg))
-        share_baseline(cfg)
-    return stages.run(cfg, progress=progress)
+        for name in ARCHIVED:
+            if (src / name).is_file():
+                save_json(Path(cfg.run_dir) / name, _with_run_dir(load_json(src / name),
+                                                                  cfg.run_dir))
+    return True
 
 
 # The 10-label baseline never sees the coarse mapping: model seed, data subset, order and
@@ -181,7 +244,8 @@ def result(cfg: RunConfig) -> dict[str, Any]:
 def run_sweep(
     points: list[dict[str, Any]], profile: str = "exp", root: str | Path | None = None,
     progress: bool = True, launcher: str = "local", jobs: int = 1,
-    slurm: dict[str, Any] | str | None = None, **common: Any,
+    slurm: dict[str, Any] | str | None = None, then: Callable[[RunConfig], Any] | None = None,
+    archive: str | Path | None = None, **common: Any,
 ) -> list[dict[str, Any]]:
     """results.json of every point, running the stages of those not yet finished.
 
@@ -193,14 +257,29 @@ def run_sweep(
     (launch.SLURM_KEYS); `inline` runs them one by one in this process, for a debugger or a
     quick test. A finished point is read back, not run; a point whose run directory another
     live process holds (a job of an earlier call) is not submitted again but waited for.
+
+    Once a point is finished, its job calls `then(cfg)` (a module-level function, e.g.
+    `pairs.of_point`), and copies its ARCHIVED records to `<archive>/<run name>/` when
+    `archive` is set; a point archived there with the same configuration is restored from it
+    instead of trained (`restore`).
     """
     launch.check(launcher, jobs, slurm)
+    if then is not None and not callable(then):
+        raise ValueError(f"then: must be a function of a RunConfig or None, got {then!r}")
     root = Path(root) if root not in (None, "") else Path("runs") / "experiments" / profile
     cfgs = sweep_configs(points, profile, root, **common)
+    if archive not in (None, ""):
+        for cfg in cfgs:
+            restore(cfg, archive)
+    # Points finished before this call (by an earlier version, or without an archive).
+    for cfg in cfgs:
+        if finished(cfg) is not None and not in_use(cfg):
+            settle(cfg, then, archive)
     todo = [cfg for cfg in cfgs if finished(cfg) is None]
+    job = partial(run_point, then=then, archive=archive)
     while todo:
         busy = [cfg for cfg in todo if in_use(cfg)]
-        launch.run_jobs(run_point, [cfg for cfg in todo if cfg not in busy], root, launcher,
+        launch.run_jobs(job, [cfg for cfg in todo if cfg not in busy], root, launcher,
                         jobs, slurm, progress, desc=f"sweep {root.name}")
         wait_free(busy)
         # A holder that stopped before finishing leaves its point to the next round.

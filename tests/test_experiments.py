@@ -20,6 +20,7 @@ from nbutils.runs import (
     checkpoint_path,
     create_run,
     features_path,
+    load_json,
     load_torch,
     save_json,
     save_npz,
@@ -244,6 +245,43 @@ def test_finished_runs_are_read_back_only_with_the_same_config(tmp_path: Path) -
     assert sweeps.finished(cfg) is not None
     other = sweeps.sweep_configs([{"seed": 0}], "exp", tmp_path, epochs=2)[0]
     assert sweeps.finished(other) is None
+
+
+def test_an_archived_point_resumes_the_sweep_where_its_run_directory_is_lost(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    points = [{"seed": 0}]
+    cfg = sweeps.sweep_configs(points, "exp", tmp_path / "here" / "tpt")[0]
+    save_json(Path(cfg.run_dir) / "results.json", {"config": cfg.to_dict(), "acc": 0.5})
+    seen = []
+    save_pairs = (lambda c: seen.append(c.run_dir)
+                  or save_json(Path(c.run_dir) / "pairs.json", {"config": c.to_dict()}))
+    archive = sweeps.archive_dir(tmp_path / "figures" / "runs", "runs/experiments/tpt")
+    assert archive == tmp_path / "figures" / "runs" / "tpt"
+    sweeps.run_sweep(points, "exp", tmp_path / "here" / "tpt", launcher="inline",
+                     progress=False, then=save_pairs, archive=archive)
+    assert seen == [cfg.run_dir]
+    name = Path(cfg.run_dir).name
+    stored = load_json(archive / name / "results.json")
+    # The archive names the run, not this machine's path to it.
+    assert stored == {"config": {**cfg.to_dict(), "run_dir": name}, "acc": 0.5}
+    assert load_json(archive / name / "pairs.json")["config"]["run_dir"] == name
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("an archived point was trained again")
+
+    monkeypatch.setattr(sweeps.stages, "run", no_training)
+    elsewhere = tmp_path / "elsewhere" / "tpt"
+    [res] = sweeps.run_sweep(points, "exp", elsewhere, launcher="inline", progress=False,
+                             archive=archive)
+    moved = sweeps.sweep_configs(points, "exp", elsewhere)[0]
+    assert res == {"config": moved.to_dict(), "acc": 0.5}
+    assert load_json(Path(moved.run_dir) / "pairs.json")["config"]["run_dir"] == moved.run_dir
+    assert not sweeps.restore(moved, archive)
+    # Another setting is not restored from it.
+    other = sweeps.sweep_configs(points, "exp", tmp_path / "third", epochs=2)[0]
+    assert not sweeps.restore(other, archive) and not Path(other.run_dir).exists()
+    with pytest.raises(ValueError, match="then: must be a function"):
+        sweeps.run_sweep(points, "exp", elsewhere, launcher="inline", then="pairs")
 
 
 def test_a_point_of_another_setting_under_the_root_names_the_root(tmp_path: Path) -> None:

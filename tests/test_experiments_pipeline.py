@@ -65,6 +65,20 @@ def executed(tmp_path_factory, cifar10_root: Path) -> Path:
     return out
 
 
+def test_finished_sweep_points_are_archived_beside_the_results(executed: Path) -> None:
+    archived = sorted(p.relative_to(executed / "runs").as_posix()
+                      for p in (executed / "runs").rglob("*.json"))
+    hier = "hierarchies/mapping=mod5_lr=0.1_weight_decay=0.0005_seed=0"
+    grid = "grid/mapping=mod5_lr=0.1_weight_decay=0.0005_seed=0"
+    chosen = "runs/mapping=mod5_lr=0.1_weight_decay=0.0005_seed=0"
+    assert archived == sorted([f"{chosen}/results.json", f"{grid}/results.json",
+                               f"{hier}/pairs.json", f"{hier}/results.json"])
+    hierarchies = json.loads((executed / "hierarchies.json").read_text())
+    stored = json.loads((executed / "runs" / hier / "pairs.json").read_text())
+    assert stored["config"]["run_dir"] == Path(hier).name
+    assert len(stored["pairs"]) == len(hierarchies["pair_controls"]["rows"]) == 5
+
+
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_every_figure_is_a_nonempty_image(executed: Path, name: str) -> None:
     for fig in FIGURES[name]:
