@@ -3,7 +3,25 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+# oneDNN's AVX2 kernel for the backward pass of a strided 1x1 convolution on channels_last
+# input with fewer input channels than its block of 8 writes past its workspace: the weight
+# gradient comes out wrong and the threads can spin forever (uxlfoundation/oneDNN#6035).
+NARROW_CHANNELS = 8
+
+
+class Projection(nn.Conv2d):
+    """The 1x1 strided shortcut convolution, computed in NCHW on the CPU when it is narrow."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Same output as Conv2d; a narrow CPU input avoids oneDNN's faulty channels_last path."""
+        if x.device.type != "cpu" or self.in_channels >= NARROW_CHANNELS:
+            return super().forward(x)
+        # Both operands in NCHW strides: PyTorch picks channels_last if either one has them.
+        weight = self.weight.clone(memory_format=torch.contiguous_format)
+        return F.conv2d(x.contiguous(), weight, None, self.stride)
 
 
 class BasicBlock(nn.Module):
@@ -18,7 +36,7 @@ class BasicBlock(nn.Module):
         self.shortcut = nn.Sequential()
         if stride != 1 or c_in != c_out:
             self.shortcut = nn.Sequential(
-                nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out)
+                Projection(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out)
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
