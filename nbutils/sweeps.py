@@ -28,8 +28,7 @@ import numpy as np
 from nbutils import checks, launch, stages
 from nbutils.config import TRAINING_KEYS, RunConfig, resolve
 from nbutils.data import DataError, coarse_mapping
-from nbutils.runs import (RunLocked, create_run, load_json, model_dir, run_lock, save_json,
-                          save_npz)
+from nbutils.runs import RunLocked, create_run, load_json, model_dir, run_lock, save_json, save_npz
 
 # Always in a run's name, so that the grid, the hierarchies and the dynamics share their runs.
 NAME_KEYS = ("mapping", "lr", "weight_decay", "seed")
@@ -84,12 +83,10 @@ def root_hint(cfg: RunConfig) -> str:
             f"runs_root), or delete {cfg.run_dir} to train it again")
 
 
-def run_point(cfg: RunConfig, progress: bool = False, then: Callable[[RunConfig], Any] | None = None,
+def run_point(cfg: RunConfig, progress: bool = False,
+              then: Callable[[RunConfig], Any] | None = None,
               archive: str | Path | None = None) -> dict[str, Any]:
-    """Train and analyse one point (training resumes) unless already finished, then settle it.
-
-    Its results.
-    """
+    """Train and analyse one point (training resumes) unless finished, settle it; its results."""
     done = finished(cfg)
     if done is None:
         with stages.writing(cfg):

@@ -12,7 +12,7 @@ from conftest import fake_split
 
 from nbutils import experiments as ex
 from nbutils import run_index, stats, sweeps
-from nbutils.config import resolve
+from nbutils.config import RunConfig, resolve
 from nbutils.data import save_cache
 from nbutils.paths import runs_root
 from nbutils.runs import (
@@ -253,8 +253,11 @@ def test_an_archived_point_resumes_the_sweep_where_its_run_directory_is_lost(
     cfg = sweeps.sweep_configs(points, "exp", tmp_path / "here" / "tpt")[0]
     save_json(Path(cfg.run_dir) / "results.json", {"config": cfg.to_dict(), "acc": 0.5})
     seen = []
-    save_pairs = (lambda c: seen.append(c.run_dir)
-                  or save_json(Path(c.run_dir) / "pairs.json", {"config": c.to_dict()}))
+
+    def save_pairs(c: RunConfig) -> None:
+        seen.append(c.run_dir)
+        save_json(Path(c.run_dir) / "pairs.json", {"config": c.to_dict()})
+
     archive = sweeps.archive_dir(tmp_path / "figures" / "runs", "runs/experiments/tpt")
     assert archive == tmp_path / "figures" / "runs" / "tpt"
     sweeps.run_sweep(points, "exp", tmp_path / "here" / "tpt", launcher="inline",
