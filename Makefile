@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PROFILE ?= paper
 RUN_DIR ?= runs/$(PROFILE)
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= --durations=15
 # YES=1 confirms a run whose estimated cost on this machine passes 2 hours.
 YES ?=
 
