@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -355,3 +356,15 @@ def test_a_split_run_held_by_another_process_is_refused(fake_cache: Path, tmp_pa
         holder.kill()
         holder.wait()
     assert not (Path(cfg.run_dir) / "split_results.json").exists()
+
+
+def test_the_sweep_archive_under_figures_is_committed_not_ignored() -> None:
+    repo = Path(__file__).resolve().parents[1]
+    if not (repo / ".git").exists():
+        pytest.skip("not a git checkout")
+    archive = sweeps.archive_dir(repo / "figures" / "experiments" / "runs", "runs/experiments/tpt")
+    ignored = subprocess.run(["git", "check-ignore", "-q", str(archive / "x" / "results.json")],
+                             cwd=repo)
+    assert ignored.returncode == 1
+    assert subprocess.run(["git", "check-ignore", "-q", "runs/x/results.json"],
+                          cwd=repo).returncode == 0
