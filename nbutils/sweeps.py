@@ -109,6 +109,13 @@ def _with_run_dir(record: Any, run_dir: str) -> Any:
                                                         "config": {**config, "run_dir": run_dir}}
 
 
+def _copy_records(src: Path, dest: Path, run_dir: str) -> None:
+    """Copy the ARCHIVED records present in `src` to `dest`, their run_dir set to `run_dir`."""
+    for name in ARCHIVED:
+        if (src / name).is_file():
+            save_json(dest / name, _with_run_dir(load_json(src / name), run_dir))
+
+
 def archive_dir(archive_root: str | Path, root: str | Path) -> Path:
     """Where the sweep under `root` is archived: `<archive_root>/<root's folder name>`."""
     return Path(archive_root) / Path(root).name
@@ -122,10 +129,7 @@ def settle(cfg: RunConfig, then: Callable[[RunConfig], Any] | None = None,
     if archive in (None, ""):
         return
     run = Path(cfg.run_dir)
-    for name in ARCHIVED:
-        if (run / name).is_file():
-            save_json(Path(archive) / run.name / name,
-                      _with_run_dir(load_json(run / name), run.name))
+    _copy_records(run, Path(archive) / run.name, run.name)
 
 
 def restore(cfg: RunConfig, archive: str | Path) -> bool:
@@ -143,10 +147,7 @@ def restore(cfg: RunConfig, archive: str | Path) -> bool:
         return False
     with stages.writing(cfg):
         create_run(cfg, hint=root_hint(cfg))
-        for name in ARCHIVED:
-            if (src / name).is_file():
-                save_json(Path(cfg.run_dir) / name, _with_run_dir(load_json(src / name),
-                                                                  cfg.run_dir))
+        _copy_records(src, Path(cfg.run_dir), cfg.run_dir)
     return True
 
 
