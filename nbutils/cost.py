@@ -45,8 +45,13 @@ class Estimate:
         return self.step_seconds * (self.train_steps + FORWARD_SHARE * self.forward_batches)
 
 
-def step_seconds(cfg: RunConfig, steps: int = 3) -> float:
-    """Seconds per training step of the run's model and batch on its device (after a warm-up)."""
+def step_seconds(cfg: RunConfig, steps: int = 3, max_seconds: float = 5.0) -> float:
+    """Seconds per training step of the run's model and batch on its device (after a warm-up).
+
+    Timing stops after `steps` steps or once `max_seconds` have passed, whichever comes first
+    (at least one step), so that a model far too large for the device (the `paper` profile on
+    a laptop CPU: seconds per step) is priced in seconds rather than in a minute.
+    """
     device = select_device(cfg.device)
     dtype = amp_dtype(cfg.amp, device)
     model = build_model(cfg, 10, device)
@@ -59,24 +64,28 @@ def step_seconds(cfg: RunConfig, steps: int = 3) -> float:
     x = x.contiguous(memory_format=torch.channels_last)
 
     def step() -> None:
-        """One forward, backward and optimiser step."""
+        """One forward, backward and optimiser step, finished on the device."""
         with autocast(device, dtype):
             loss = F.cross_entropy(model(x).float(), labels)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
 
-    # The first steps of a new shape build kernels (oneDNN, cuDNN): not part of the rate.
-    for _ in range(2):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    # The first steps of a new shape build kernels (oneDNN, cuDNN) and the optimiser's state:
+    # not part of the rate. A first step slower than the whole budget makes that build cost
+    # minor, so then one warm-up step is enough.
     t0 = time.perf_counter()
-    for _ in range(steps):
+    step()
+    if time.perf_counter() - t0 < max_seconds:
         step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return (time.perf_counter() - t0) / steps
+    t0 = time.perf_counter()
+    done = 0
+    while done < steps and (done == 0 or time.perf_counter() - t0 < max_seconds):
+        step()
+        done += 1
+    return (time.perf_counter() - t0) / done
 
 
 def estimate(cfg: RunConfig, train_size: int, test_size: int) -> Estimate:

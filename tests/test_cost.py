@@ -35,6 +35,25 @@ def test_step_time_is_measured_on_the_model() -> None:
     assert 0 < seconds < 5
 
 
+@pytest.mark.parametrize(("max_seconds", "steps"), [(0.0, 1 + 1), (60.0, 2 + 3)])
+def test_step_timing_stops_at_its_time_budget(monkeypatch: pytest.MonkeyPatch,
+                                              max_seconds: float, steps: int) -> None:
+    """Warm-up and timed steps: (1, 1) past the budget, else (2, up to `steps`)."""
+    calls = []
+    make = cost.make_optimizer
+
+    def counting(cfg, model):
+        opt = make(cfg, model)
+        step = opt.step
+        opt.step = lambda *a, **k: (calls.append(1), step(*a, **k))[1]
+        return opt
+
+    monkeypatch.setattr(cost, "make_optimizer", counting)
+    cost.step_seconds(resolve("ci", width=2, batch_size=8, amp="off"), steps=3,
+                      max_seconds=max_seconds)
+    assert len(calls) == steps
+
+
 @pytest.mark.slow
 def test_make_reproduce_paper_on_this_cpu_stops_within_a_minute(
         tmp_path: Path, cifar10_root: Path, capsys: pytest.CaptureFixture) -> None:
