@@ -288,11 +288,15 @@ def run_sweep(
 def grid_points(
     lrs: list[float], weight_decays: list[float], seeds: list[int]
 ) -> list[dict[str, Any]]:
-    """The learning-rate x weight-decay grid, one point per seed."""
+    """The learning-rate x weight-decay grid, one point per seed, seed by seed.
+
+    Every cell's first seed comes before any cell's second, so that a sweep cut short (hours
+    per point on a CPU) has already seen the whole grid once.
+    """
     for name, values in (("lrs", lrs), ("weight_decays", weight_decays), ("seeds", seeds)):
         checks.nonempty_list(name, values)
     return [{"lr": lr, "weight_decay": wd, "seed": s}
-            for lr in lrs for wd in weight_decays for s in seeds]
+            for s in seeds for lr in lrs for wd in weight_decays]
 
 
 def mapping_points(mappings: dict[str, list[int]]) -> list[dict[str, Any]]:

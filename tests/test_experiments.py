@@ -212,6 +212,14 @@ def test_split_summary_sets_halves_beside_merged_pairs() -> None:
     assert row["steps"] == 6000 and row["tpt_step"] == 200 and math.isnan(row["nc1_coarse"])
 
 
+def test_grid_points_visit_every_cell_once_before_any_second_seed() -> None:
+    points = sweeps.grid_points([0.1, 0.01], [5e-3, 5e-4, 5e-5], [0, 1])
+    assert [p["seed"] for p in points] == [0] * 6 + [1] * 6
+    assert points[:6] == [{**p, "seed": 0} for p in points[6:]]
+    assert {(p["lr"], p["weight_decay"]) for p in points[:6]} == {
+        (lr, wd) for lr in (0.1, 0.01) for wd in (5e-3, 5e-4, 5e-5)}
+
+
 def test_run_names_share_runs_across_experiments() -> None:
     grid = sweeps.sweep_configs(sweeps.grid_points([0.1], [5e-4], [0]), "exp", "root")
     hier = sweeps.sweep_configs(sweeps.mapping_points({"mod5": [0]}), "exp", "root")
