@@ -5,7 +5,9 @@ Rows come from results.json records (docs/protocol.md, section 11): each experim
 read from `figures/cpu/results.json` and `figures/cpu/seeds/*/results.json`. `build_index`
 gathers them; `python -m nbutils runs-index` writes the CSV, which readers and our figures load
 with pandas. With `val_per_class` set, a run was evaluated on a validation split carved from
-train, and its `recovery_test_*` and `*_test_acc` columns are validation numbers.
+train, and its `recovery_test_*` and `*_test_acc` columns are validation numbers. `amp` is the
+precision the run trained in, as its results.json records it (`bfloat16` autocast, or `off`:
+float32); it is empty for rows written before the column existed.
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ from nbutils.runs import load_json
 
 COLUMNS = (
     "experiment", "mapping", "lr", "weight_decay", "seed", "width", "train_per_class",
-    "val_per_class", "steps",
-    "epochs", "final_clean_coarse_train_acc", "reached_terminal_phase", "tpt_epoch", "tpt_step",
+    "val_per_class", "steps", "epochs", "amp",
+    "final_clean_coarse_train_acc", "reached_terminal_phase", "tpt_epoch", "tpt_step",
     "recovery_train", "recovery_test_a", "recovery_test_b", "recovery_test_c", "recovery_test_d",
     "between_fine_share", "nc1_coarse", "coarse_test_acc", "baseline_test_acc",
 )
@@ -71,6 +73,7 @@ def run_row(res: dict[str, Any], experiment: str) -> dict[str, Any]:
     tpt = phase.terminal_phase_of(res)
     return _complete({
         "experiment": experiment, "mapping": str(cfg["mapping"]), **_recipe_columns(cfg),
+        **({"amp": res["amp"]} if res.get("amp") else {}),
         "final_clean_coarse_train_acc": res["history"][-1]["coarse_train_acc"],
         **_phase_columns(tpt["reached"], tpt["onset_epoch"], steps_per_epoch(cfg)),
         **{col: value(res, path) for col, path in PATHS.items()}})

@@ -129,6 +129,13 @@ def test_missing_keys_are_left_out() -> None:
     assert "Test accuracy (a) per super-class ranges" in text
 
 
+@pytest.mark.parametrize(("amp", "said"), [("bfloat16", "bfloat16 autocast"), ("off", "float32")])
+def test_the_recipe_names_the_precision_the_run_trained_in(amp: str, said: str) -> None:
+    res = {**committed("cpu"), "amp": amp}
+    text = narrative.training(res)
+    assert f"batch 128, {said}." in text and "off autocast" not in text
+
+
 def test_intervals_quoted_and_no_gap_inside_them() -> None:
     res = fabricated(reached=True)
     res["recovery"]["ci95"] = {"test_acc_pred_coarse": [0.918, 0.932],

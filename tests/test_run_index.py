@@ -36,6 +36,9 @@ def test_row_counts_steps_and_the_terminal_phase() -> None:
     assert (row["recovery_test_a"], row["nc1_coarse"], row["between_fine_share"]) == (
         0.85, 0.5, 0.3)
     assert math.isnan(row["recovery_test_c"]) and math.isnan(row["baseline_test_acc"])
+    assert math.isnan(row["amp"])
+    fp32 = run_index.run_row({**record(1, (0.1, 0.9, 1.0, 1.0)), "amp": "off"}, "grid")
+    assert fp32["amp"] == "off"
     late = run_index.run_row(record(2, (0.1, 0.2, 0.3, 1.0)), "grid")
     assert not late["reached_terminal_phase"] and late["tpt_step"] is None
 
