@@ -73,7 +73,7 @@ def run_row(res: dict[str, Any], experiment: str) -> dict[str, Any]:
     tpt = phase.terminal_phase_of(res)
     return _complete({
         "experiment": experiment, "mapping": str(cfg["mapping"]), **_recipe_columns(cfg),
-        **({"amp": res["amp"]} if res.get("amp") else {}),
+        "amp": res.get("amp") or math.nan,
         "final_clean_coarse_train_acc": res["history"][-1]["coarse_train_acc"],
         **_phase_columns(tpt["reached"], tpt["onset_epoch"], steps_per_epoch(cfg)),
         **{col: value(res, path) for col, path in PATHS.items()}})
