@@ -597,6 +597,37 @@ def _phase_count(rows: list[dict[str, Any]]) -> str:
     return text + (f"; not: {', '.join(missing)}" if missing else "")
 
 
+PRECISIONS = {"off": "float32", "bfloat16": "bf16 autocast", "float16": "fp16 autocast"}
+UNRECORDED = "unrecorded precision"
+
+
+def _precision_name(amp: Any) -> str:
+    """'float32', 'bf16 autocast', or 'unrecorded precision' for a row's `amp` entry."""
+    if not isinstance(amp, str):
+        return UNRECORDED
+    return PRECISIONS.get(amp, f"{amp} autocast")
+
+
+def precision(rows: list[dict[str, Any]], label: Callable[[dict[str, Any]], str]) -> str:
+    """How the runs trained: one precision for all, or the count of each, naming the rarer runs.
+
+    `amp=auto` trains in bf16 on CPUs with native bf16 and in float32 elsewhere, so a sweep that
+    ran on several machines mixes them; the reader should see where.
+    """
+    groups: dict[str, list[str]] = {}
+    for row in rows:
+        groups.setdefault(_precision_name(row.get("amp")), []).append(label(row))
+    if len(groups) == 1:
+        name = next(iter(groups))
+        return (f"The {len(rows)} runs' training precision was not recorded."
+                if name == UNRECORDED else f"All {len(rows)} runs trained in {name} (`amp=auto`).")
+    ranked = sorted(groups.items(), key=lambda kv: -len(kv[1]))
+    parts = [f"{name} in {len(names)}" for name, names in ranked[:1]]
+    parts += [f"{name} in {len(names)} ({', '.join(names)})" for name, names in ranked[1:]]
+    return ("Training precision followed each machine (`amp=auto`) and is mixed across runs: "
+            + "; ".join(parts) + ".")
+
+
 def _correlation_item(source: str, fit: dict[str, Any]) -> str:
     """'- its separability in the 10-label baseline: Pearson r = 0.81, ... (15 points).'."""
     if fit["pearson"] is None:
@@ -608,7 +639,8 @@ def _correlation_item(source: str, fit: dict[str, Any]) -> str:
 def hierarchies(data: dict[str, Any]) -> str:
     """What the hierarchy runs show: terminal phase, per-mapping table, pairs against controls."""
     rows, controls = data["runs"], data["pair_controls"]
-    head = f"{data['setting']}. {_phase_count(rows)}. Mean ± sample sd (ddof=1) over seeds."
+    head = (f"{data['setting']}. {_phase_count(rows)}. Mean ± sample sd (ddof=1) over seeds. "
+            + precision(rows, lambda r: f"{r['mapping']} seed {r['seed']}"))
     split = controls["split"]
     lows = sorted(controls["rows"], key=lambda r: r["merged"][split]["mean"])
     lowest, highest = lows[0], lows[-1]
@@ -642,7 +674,9 @@ def grid(data: dict[str, Any]) -> str:
     full = sum(all(v) for v in cells.values())
     head = (f"{data['setting']}, evaluated on {data['evaluated_on']}. {full} of {len(cells)} "
             f"cells have every seed in the terminal phase. Below: {data['labels'].get(by, by)} "
-            f"on validation, mean ± sample sd over seeds, and how many seeds reached the phase.")
+            f"on validation, mean ± sample sd over seeds, and how many seeds reached the phase. "
+            + precision([r for r in data["runs"] if r["experiment"] == "grid"],
+                        lambda r: f"lr {r['lr']:g} wd {r['weight_decay']:g} seed {r['seed']}"))
     wds = data["weight_decays"]
     lines = ["| lr \\ weight decay | " + " | ".join(f"{wd:g}" for wd in wds) + " |",
              "| --- | " + " | ".join("---" for _ in wds) + " |"]

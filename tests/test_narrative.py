@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -322,6 +323,27 @@ def test_hierarchies_states_the_phase_the_table_and_the_controls() -> None:
     assert "raw pixels: undefined (4 points)" in flat
 
 
+def test_precision_names_one_precision_or_the_runs_of_the_rarer_ones() -> None:
+    def label(r: dict[str, Any]) -> str:
+        return f"seed {r['seed']}"
+
+    same = [{"seed": s, "amp": "off"} for s in range(3)]
+    assert narrative.precision(same, label) == "All 3 runs trained in float32 (`amp=auto`)."
+    mixed = [{"seed": 0, "amp": "bfloat16"}, {"seed": 1, "amp": "off"},
+             {"seed": 2, "amp": "bfloat16"}, {"seed": 3, "amp": math.nan}]
+    assert narrative.precision(mixed, label) == (
+        "Training precision followed each machine (`amp=auto`) and is mixed across runs: "
+        "bf16 autocast in 2; float32 in 1 (seed 1); unrecorded precision in 1 (seed 3).")
+
+
+def test_hierarchies_and_grid_say_how_the_runs_trained() -> None:
+    data = hierarchy_data()
+    data["runs"][2]["amp"] = "off"
+    flat = " ".join(narrative.hierarchies(data).split())
+    assert ("is mixed across runs: unrecorded precision in 2; float32 in 1 (semantic seed 0)."
+            in flat)
+
+
 def test_update_experiments_docs_rewrites_each_marked_section(tmp_path: Path) -> None:
     (tmp_path / "experiments").mkdir()
     (tmp_path / "experiments" / "hierarchies.json").write_text(json.dumps(hierarchy_data()))
@@ -352,6 +374,7 @@ def test_grid_states_the_phase_per_cell_and_the_chosen_test() -> None:
     assert "| 0.01 | 90.0 ± 0.0% (0 of 2) | - (0 of 0) |" in text
     assert "is lr 0.1, weight decay 0.0005 (90.0% on validation)" in flat
     assert "(2 seeds)" in flat and "(b) / baseline 1.000 ± 0.000." in flat
+    assert "The 4 runs' training precision was not recorded." in flat
     data["best"]["all_in_terminal_phase"] = False
     assert "No cell has every seed in the terminal phase" in narrative.grid(data)
 
