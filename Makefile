@@ -4,7 +4,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PROFILE ?= paper
 RUN_DIR ?= runs/$(PROFILE)
-PYTEST_ARGS ?= --durations=15
+# Two pytest-xdist workers, each taking whole test files (a module's fixtures are built once);
+# tests/conftest.py gives each worker its share of the cores' threads.
+PYTEST_WORKERS ?= 2
+PYTEST_ARGS ?= -n $(PYTEST_WORKERS) --dist loadfile --durations=15
 # YES=1 confirms a run whose estimated cost on this machine passes 2 hours.
 YES ?=
 

@@ -11,6 +11,25 @@ import pytest
 from nbutils.data import Split, save_cache
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """With pytest-xdist, each worker gets cores // workers threads for torch, BLAS and OpenMP.
+
+    Set in the controller before it starts the workers, so that every worker, and each kernel or
+    job a test starts, begins with that count as a fresh process would (a count changed after
+    start-up trains to different bits than one set at start). Two workers running 2-thread code
+    on 2 cores would otherwise spin-wait on each other. An explicit setting is kept.
+    """
+    workers = getattr(config.option, "numprocesses", None)
+    if workers in ("auto", "logical"):
+        workers = os.cpu_count()
+    if "PYTEST_XDIST_WORKER" in os.environ or not isinstance(workers, int) or workers < 2:
+        return
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    for name in THREAD_VARIABLES:
+        os.environ.setdefault(name, str(threads))
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from submitit.slurm.slurm import SlurmExecutor
 
 from nbutils import launch, sweeps
@@ -85,6 +86,15 @@ def test_slurm_parameters_reach_the_job_script_and_logs_go_under_the_root(
     assert executor._executor.parameters["array_parallelism"] == 4
     cpu = launch.slurm_parameters({"gpus_per_job": 0})
     assert "gpus_per_node" not in cpu and cpu["timeout_min"] == 24 * 60
+
+
+def test_pytest_workers_start_with_their_share_of_the_threads() -> None:
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if "PYTEST_XDIST_WORKER" not in os.environ or workers < 2:
+        pytest.skip("not under two or more pytest-xdist workers")
+    share = str(max(1, (os.cpu_count() or 1) // workers))
+    assert [os.environ.get(v) for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")] == [share] * 2
+    assert torch.get_num_threads() == int(share)
 
 
 def test_local_slots_get_one_gpu_each_and_a_share_of_the_threads(
