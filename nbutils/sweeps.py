@@ -300,9 +300,17 @@ def grid_points(
 
 
 def mapping_points(mappings: dict[str, list[int]]) -> list[dict[str, Any]]:
-    """One point per (mapping, seed): `mappings` maps a mapping name to its seeds."""
+    """One point per (mapping, seed), seed by seed: `mappings` maps a mapping name to its seeds.
+
+    Every mapping's first seed comes before any mapping's second, as in `grid_points`: a sweep
+    cut short has seen every mapping, and a session that lost its run directories trains again
+    the 10-label baseline of the seed it works on, not one per seed (a baseline is shared only
+    between run directories on one machine, `share_baseline`).
+    """
     if not isinstance(mappings, dict) or not mappings:
         raise ValueError(f"mappings: must be a non-empty dict name -> seeds, got {mappings!r}")
     for name, seeds in mappings.items():
         checks.nonempty_list(f"mappings[{name!r}]", seeds, "seeds")
-    return [{"mapping": m, "seed": s} for m, seeds in mappings.items() for s in seeds]
+    rounds = max(len(seeds) for seeds in mappings.values())
+    return [{"mapping": m, "seed": seeds[i]} for i in range(rounds)
+            for m, seeds in mappings.items() if i < len(seeds)]

@@ -230,6 +230,12 @@ def test_run_names_share_runs_across_experiments() -> None:
     assert rand[0].run_dir == str(runs_root() / "r" / name)
 
 
+def test_mapping_points_come_seed_by_seed() -> None:
+    points = sweeps.mapping_points({"mod5": [0, 1, 2], "semantic": [0, 1], "random:0": [5]})
+    assert [(p["mapping"], p["seed"]) for p in points] == [
+        ("mod5", 0), ("semantic", 0), ("random:0", 5), ("mod5", 1), ("semantic", 1), ("mod5", 2)]
+
+
 @pytest.mark.parametrize("call, name", [
     (lambda: sweeps.sweep_configs([], "exp", "r"), "points"),
     (lambda: sweeps.sweep_configs([{"seed": 0}, {"seed": 0}], "exp", "r"), "points"),
