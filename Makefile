@@ -30,6 +30,7 @@ lint: $(VENV)/.installed
 benchmarks: $(VENV)/.installed
 	$(PY) benchmarks/train_throughput.py
 	$(PY) benchmarks/analysis_speed.py
+	$(PY) benchmarks/eval_batch.py
 
 clean:
 	rm -rf runs .pytest_cache

@@ -9,9 +9,12 @@ import pytest
 import torch
 
 from nbutils.config import resolve
+from nbutils.data import stats_tensors
 from nbutils.device import amp_dtype, select_device
+from nbutils.features import extract
+from nbutils.models import ResNet18
 from nbutils.runs import checkpoint_path, load_json, load_torch
-from nbutils.train import lr_at, train_model
+from nbutils.train import evaluate, lr_at, train_model
 
 
 @pytest.mark.parametrize("schedule", ["onecycle", "cosine", "step"])
@@ -73,3 +76,19 @@ def test_eval_every_skips_test_evaluations_but_not_checkpoints_or_the_end(
                   train_baseline=False, amp="off", eval_every=2)
     log = train_model(cfg, "coarse", progress=False)
     assert [r["test_acc"] is not None for r in log] == [False, True, True, True, True]
+
+
+def test_features_and_test_accuracy_do_not_depend_on_the_eval_batch_size() -> None:
+    torch.manual_seed(0)
+    model = ResNet18(num_classes=5, width=4).to(memory_format=torch.channels_last)
+    images = torch.randint(0, 256, (300, 3, 32, 32), dtype=torch.uint8)
+    labels = torch.arange(300) % 5
+    stats = stats_tensors("cifar10", "cpu")
+    feats, preds = extract(model, images, stats, 1024)
+    for batch in (7, 128):
+        other, other_preds = extract(model, images, stats, batch)
+        assert abs(other - feats).max() < 1e-5 and (other_preds == preds).all()
+        assert evaluate(model, images, labels, stats, batch, None)[1] == \
+            evaluate(model, images, labels, stats, 1024, None)[1]
+    assert [resolve(p).eval_batch_size for p in ("ci", "cpu", "tpt", "exp", "paper")] == \
+        [128, 128, 128, 128, 1024]
