@@ -11,7 +11,10 @@ import pytest
 from nbutils.data import Split, save_cache
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+# NUMBA too: umap's numba runs on the OpenMP runtime torch shares and would reset its thread
+# count to one per core on its first call.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                    "NUMBA_NUM_THREADS")
 # Test files by measured duration on 2 cores (pytest --durations), longest first: 200, 100, 80,
 # 40 and 40 s; every other file takes under 30 s.
 LONGEST_FIRST = ("test_pipeline.py", "test_reliability.py", "test_experiments_pipeline.py",
