@@ -131,6 +131,9 @@ class InSlot:
         # whose job folder is wrong where /bin/sh execs the last command (bash).
         os.environ["CUDA_VISIBLE_DEVICES"] = self.gpu
         if self.threads is not None:
+            # umap's numba runs on the OpenMP runtime torch shares and, at its first parallel
+            # call, would reset it to a thread per core unless told the slot's share.
+            os.environ["NUMBA_NUM_THREADS"] = str(self.threads)
             torch.set_num_threads(self.threads)
         return self.fn(arg)
 

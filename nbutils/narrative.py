@@ -121,10 +121,10 @@ SCHEDULE_NAMES = {"onecycle": "one-cycle", "cosine": "cosine", "step": "step"}
 
 
 def _recipe(res: dict[str, Any]) -> str:
-    """'one-cycle schedule, peak lr 0.1, ..., bfloat16 autocast', from what the run recorded.
+    """'one-cycle schedule, peak lr 0.1, ..., bf16 autocast', from what the run recorded.
 
     A run trained without autocast (`amp` "off", e.g. `amp=auto` on a CPU without native bf16)
-    says "float32".
+    says "float32", as `_precision_name` names it.
     """
     cfg = res.get("config") or {}
     parts = []
@@ -133,7 +133,7 @@ def _recipe(res: dict[str, Any]) -> str:
                  f"peak lr {cfg['lr']:g}", f"weight decay {cfg['weight_decay']:g}",
                  f"batch {cfg['batch_size']}"]
     if res.get("amp"):
-        parts.append("float32" if res["amp"] == "off" else f"{res['amp']} autocast")
+        parts.append(_precision_name(res["amp"]))
     return ", ".join(parts)
 
 

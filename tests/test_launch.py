@@ -108,6 +108,19 @@ def test_local_slots_get_one_gpu_each_and_a_share_of_the_threads(
     assert launch.in_slot(print, 0, 4, []).threads is None
 
 
+def test_a_slot_gives_numba_and_torch_its_share_of_the_threads(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NUMBA_NUM_THREADS", "99")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    before = torch.get_num_threads()
+    try:
+        seen = launch.InSlot(lambda _: (os.environ["NUMBA_NUM_THREADS"], torch.get_num_threads()),
+                             "", 1)(None)
+    finally:
+        torch.set_num_threads(before)
+    assert seen == ("1", 1)
+
+
 def test_local_jobs_see_their_gpu_and_failures_are_reported_after_all_ran(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")

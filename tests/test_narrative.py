@@ -130,7 +130,7 @@ def test_missing_keys_are_left_out() -> None:
     assert "Test accuracy (a) per super-class ranges" in text
 
 
-@pytest.mark.parametrize(("amp", "said"), [("bfloat16", "bfloat16 autocast"), ("off", "float32")])
+@pytest.mark.parametrize(("amp", "said"), [("bfloat16", "bf16 autocast"), ("off", "float32")])
 def test_the_recipe_names_the_precision_the_run_trained_in(amp: str, said: str) -> None:
     res = {**committed("cpu"), "amp": amp}
     text = narrative.training(res)
