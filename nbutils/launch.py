@@ -12,6 +12,7 @@ launcher ran them. Multi-GPU training of one run is torchrun's business (docs/gp
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -32,6 +33,9 @@ LAUNCHERS = ("local", "slurm", "inline")
 LOG_DIR = ".submitit"
 # How often the state of running jobs is read (submitit itself rate-limits Slurm's sacct).
 POLL_S = 0.5
+# Each redraw of a text bar is a line in a headless notebook's output: an unchanged bar is
+# redrawn (its elapsed time) once a minute, not at every poll.
+REDRAW_S = 60.0
 # submitit's local default stops a job after 2 minutes; a training here has no time limit.
 LOCAL_TIMEOUT_MIN = 7 * 24 * 60
 # Our names for submitit's generic parameters (one job = one task on one node).
@@ -146,16 +150,22 @@ def in_slot(fn: Callable[[Any], Any], slot: int, jobs: int, gpus: Sequence[str])
     return InSlot(fn, gpus[slot % len(gpus)] if gpus else "", threads)
 
 
-def tick(bar: Any, submitted: list[submitit.Job]) -> None:
-    """Show how many of the submitted jobs are done."""
-    bar.n = sum(job.done() for job in submitted)
+def tick(bar: Any, submitted: list[submitit.Job], drawn: float = -math.inf) -> float:
+    """Show how many jobs are done: at once when it changes, else every REDRAW_S; when drawn."""
+    done = sum(job.done() for job in submitted)
+    now = time.monotonic()
+    if done == bar.n and now - drawn < REDRAW_S:
+        return drawn
+    bar.n = done
     bar.refresh()
+    return now
 
 
 def wait(submitted: list[submitit.Job], bar: Any, running: int = 0) -> None:
     """Poll until at most `running` of the submitted jobs are still running."""
+    drawn = -math.inf
     while sum(not job.done() for job in submitted) > running:
-        tick(bar, submitted)
+        drawn = tick(bar, submitted, drawn)
         time.sleep(POLL_S)
     tick(bar, submitted)
 

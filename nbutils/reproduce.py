@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -38,6 +39,8 @@ PUBLISHED_PROFILES = ("cpu", "paper")
 # Executed copies are read on the web: widget state (tqdm bars) is dead weight there.
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 MAX_PUBLISHED_BYTES = 2 * 2**20
+# A carriage return redraws its line (text progress bars): only the last drawing is seen.
+OVERDRAWN = re.compile(r"[^\n]*\r(?=[^\n])")
 
 
 class IPCKernelManager(AsyncKernelManager):
@@ -125,8 +128,26 @@ def run_notebooks(cfg: RunConfig, overrides: dict[str, Any], resume: bool = True
     return seconds
 
 
+def coalesce_streams(outputs: list[Any]) -> list[Any]:
+    """Consecutive stream outputs of one name merged, each line as its last redraw left it."""
+    merged: list[Any] = []
+    for out in outputs:
+        last = merged[-1] if merged else {}
+        if (out.get("output_type") == "stream" and last.get("output_type") == "stream"
+                and last.get("name") == out.get("name")):
+            last["text"] += out["text"]
+        else:
+            merged.append(out)
+    for out in merged:
+        if out.get("output_type") == "stream":
+            out["text"] = OVERDRAWN.sub("", out["text"])
+    return merged
+
+
 def clean_notebook(src: Path, dst: Path, rename: dict[str, str] | None = None) -> Path:
     """Copy an executed notebook for reading on the web: no widget state, no papermill noise.
+
+    A sweep's progress bar, redrawn for hours, is kept as its last drawing (coalesce_streams).
 
     `rename` maps strings (a scratch directory's path) to what the reader should see instead.
     """
@@ -149,7 +170,7 @@ def clean_notebook(src: Path, dst: Path, rename: dict[str, str] | None = None) -
                     set(data) <= {"text/plain"} and "it/s" in "".join(data.get("text/plain", ""))):
                 continue
             outputs.append(out)
-        cell.outputs = outputs
+        cell.outputs = coalesce_streams(outputs)
     atomic_write(dst, lambda p: nbformat.write(nb, p))
     size = dst.stat().st_size
     if size > MAX_PUBLISHED_BYTES:

@@ -161,3 +161,31 @@ def test_a_point_another_process_runs_is_waited_for_not_submitted(
     [res] = sweeps.run_sweep(POINTS[:1], "ci", root, progress=False, **tiny(fake_cache))
     assert holder.wait(timeout=120) == 0
     assert res["config"]["seed"] == 0 and job_dirs(root) == []
+
+
+def test_an_unchanged_sweep_bar_is_redrawn_once_a_minute_not_at_every_poll(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    class Job:
+        def __init__(self, done: bool) -> None:
+            self.finished = done
+
+        def done(self) -> bool:
+            return self.finished
+
+    class Bar:
+        n, draws = 0, 0
+
+        def refresh(self) -> None:
+            self.draws += 1
+
+    clock = iter([0.0, 1.0, 30.0, 61.0, 62.0])
+    monkeypatch.setattr(launch.time, "monotonic", lambda: next(clock))
+    bar, jobs = Bar(), [Job(False), Job(False)]
+    drawn = launch.tick(bar, jobs)
+    for _ in range(2):
+        drawn = launch.tick(bar, jobs, drawn)
+    assert (bar.draws, drawn) == (1, 0.0)
+    drawn = launch.tick(bar, jobs, drawn)
+    assert (bar.draws, drawn) == (2, 61.0)
+    jobs[0].finished = True
+    assert (launch.tick(bar, jobs, drawn), bar.n, bar.draws) == (62.0, 1, 3)

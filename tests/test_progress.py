@@ -52,3 +52,23 @@ def test_a_kernel_like_child_reports_every_epoch_with_an_eta(tmp_path: Path,
                           env=env, check=True)
     assert "coarse" in done.stderr and "3/3" in done.stderr and "<" in done.stderr
     assert "test_acc" in done.stderr
+
+
+def test_a_published_copy_keeps_a_redrawn_bar_as_its_last_drawing(tmp_path: Path) -> None:
+    import nbformat
+
+    from nbutils.reproduce import clean_notebook
+
+    nb = nbformat.v4.new_notebook()
+    draws = [nbformat.v4.new_output("stream", name="stderr", text=f"\rsweep: {i}/3")
+             for i in range(4)]
+    cell = nbformat.v4.new_code_cell("run()")
+    cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="start\n"), *draws,
+                    nbformat.v4.new_output("stream", name="stderr", text="\n"),
+                    nbformat.v4.new_output("stream", name="stdout", text="a\rb\r\nc\n")]
+    nb.cells = [cell]
+    src = tmp_path / "in.ipynb"
+    nbformat.write(nb, src)
+    out = nbformat.read(clean_notebook(src, tmp_path / "out.ipynb"), as_version=4)
+    assert [(o.name, o.text) for o in out.cells[0].outputs] == [
+        ("stdout", "start\n"), ("stderr", "sweep: 3/3\n"), ("stdout", "b\r\nc\n")]
