@@ -267,6 +267,8 @@ def run_experiments(names: tuple[str, ...] = EXPERIMENTS,
             seconds = run_notebook(NOTEBOOK_DIR / f"{name}.ipynb", out / f"{name}.ipynb", {})
             print(f"[nbutils] {name} done in {seconds:.0f} s", file=sys.stderr, flush=True)
             if publish_dir is not None:
+                # Paths in messages (a run's lock) are shown from the repository root.
                 done.append(clean_notebook(out / f"{name}.ipynb",
-                                           publish_dir / "notebooks" / f"{name}.ipynb"))
+                                           publish_dir / "notebooks" / f"{name}.ipynb",
+                                           {f"{REPO}{os.sep}": ""}))
     return done
