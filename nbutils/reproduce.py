@@ -171,12 +171,17 @@ def clean_notebook(src: Path, dst: Path, rename: dict[str, str] | None = None) -
                 continue
             outputs.append(out)
         cell.outputs = coalesce_streams(outputs)
-    atomic_write(dst, lambda p: nbformat.write(nb, p))
-    size = dst.stat().st_size
-    if size > MAX_PUBLISHED_BYTES:
-        raise ValueError(f"{dst}: {size / 2**20:.1f} MiB, over the 2 MiB a published notebook "
-                         "may take; lower the figures' inline dpi or the UMAP sample")
-    return dst
+
+    def write(tmp: Path) -> None:
+        """The clean copy, refused before it replaces the published one when too large."""
+        nbformat.write(nb, tmp)
+        size = tmp.stat().st_size
+        if size > MAX_PUBLISHED_BYTES:
+            raise ValueError(f"{dst}: {size / 2**20:.1f} MiB, over the 2 MiB a published "
+                             "notebook may take (left as it was); lower the figures' inline dpi "
+                             "or the UMAP sample")
+
+    return atomic_write(dst, write)
 
 
 def publish_notebooks(cfg: RunConfig, dest: Path, rename: dict[str, str] | None = None

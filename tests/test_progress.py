@@ -72,3 +72,20 @@ def test_a_published_copy_keeps_a_redrawn_bar_as_its_last_drawing(tmp_path: Path
     out = nbformat.read(clean_notebook(src, tmp_path / "out.ipynb"), as_version=4)
     assert [(o.name, o.text) for o in out.cells[0].outputs] == [
         ("stdout", "start\n"), ("stderr", "sweep: 3/3\n"), ("stdout", "b\r\nc\n")]
+
+
+def test_an_oversized_copy_is_refused_and_the_published_one_left_as_it_was(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import nbformat
+
+    from nbutils import reproduce
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("x = 1")]
+    src, dst = tmp_path / "in.ipynb", tmp_path / "published.ipynb"
+    nbformat.write(nb, src)
+    dst.write_text("the published copy")
+    monkeypatch.setattr(reproduce, "MAX_PUBLISHED_BYTES", 10)
+    with pytest.raises(ValueError, match="published.ipynb.*over the 2 MiB.*left as it was"):
+        reproduce.clean_notebook(src, dst)
+    assert dst.read_text() == "the published copy" and sorted(tmp_path.iterdir()) == [src, dst]
