@@ -44,7 +44,8 @@ def parameters(name: str, root: Path, out: Path, data_root: Path) -> dict:
     params = {"profile": "ci", "runs_root": str(root), "data_root": str(data_root),
               "out_dir": str(out), "overrides": TINY}
     extra = {"06_dynamics": {"seeds": [0]},
-             "07_grid": {"lrs": [0.1], "weight_decays": [5e-4], "seeds": [0], "val_per_class": 20,
+             "07_grid": {"lrs": [0.1], "weight_decays": [5e-4], "seeds": [0], "test_seeds": [0],
+                         "val_per_class": 20,
                          "runs_root": str(root / "grid"), "test_root": str(root),
                          "test_overrides": TINY},
              "08_hierarchies": {"mappings": {"mod5": [0]}, "runs_root": str(root / "hierarchies"),
