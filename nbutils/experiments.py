@@ -186,7 +186,8 @@ def grid_summary(results: list[dict[str, Any]], lrs: list[float],
                  weight_decays: list[float]) -> dict[str, Any]:
     """lr x weight-decay matrices (mean and sample sd over seeds; NaN for a missing cell).
 
-    Besides GRID_KEYS, `reached` holds each cell's share of seeds in the terminal phase. Runs
+    Besides GRID_KEYS, `reached` holds each cell's share of seeds in the terminal phase and
+    `held` each seed's share of training spent at or above the threshold up to the end. Runs
     with `val_per_class` were evaluated on a validation split carved from train, which
     `evaluated_on` says: their "test" numbers are validation numbers.
     """
@@ -206,6 +207,8 @@ def grid_summary(results: list[dict[str, Any]], lrs: list[float],
         out["sd"][path] = [[s["sd"] for s in row] for row in stats]
     out["reached"] = [[reached_share(cells.get((lr, wd), [])) for wd in weight_decays]
                       for lr in lrs]
+    out["held"] = [[[phase.terminal_phase_of(r)["held_fraction"] for r in cells.get((lr, wd), [])]
+                    for wd in weight_decays] for lr in lrs]
     return out
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from nbutils.data import NUM_FINE, class_names, coarse_mapping
-from nbutils.phase import terminal_phase_of
+from nbutils.phase import HOLD, THRESHOLD, terminal_phase_of
 from nbutils.results import PAPER_TEST_ACC
 from nbutils.runs import atomic_write, load_json
 from nbutils.stats import spread, t_interval
@@ -695,6 +695,9 @@ def grid(data: dict[str, Any]) -> str:
         pick = (f"No cell has every seed in the terminal phase, so the best of all cells was "
                 f"taken, before convergence: lr {best['lr']:g}, weight decay "
                 f"{best['weight_decay']:g} ({pct(best['value'])} on validation).")
+    why = _short_of_phase(data)
+    if why:
+        pick = why + "\n\n" + pick
     chosen = next(iter(data["chosen_test"].values()))
     pick += (f" Trained again on the train subset with its 10-label baseline "
              f"({len(chosen['seeds'])} seeds) and evaluated on the test set: recovery (a) "
@@ -703,7 +706,29 @@ def grid(data: dict[str, Any]) -> str:
              f"accuracy {_spread_text(chosen['baseline.test_acc'])}; (b) / baseline "
              f"{_spread_text(chosen['ratio_to_baseline'], ratio=True)}.")
     return "\n\n".join([textwrap.fill(head, WRAP, break_long_words=False), "\n".join(lines),
-                         textwrap.fill(pick, WRAP, break_long_words=False)])
+                         *(textwrap.fill(p, WRAP, break_long_words=False)
+                           if not p.startswith("- ") else p for p in pick.split("\n\n"))])
+
+
+def _short_of_phase(data: dict[str, Any]) -> str:
+    """Why each cell short of the terminal phase is: how long its seeds held the threshold."""
+    held, acc = data.get("held"), data["mean"]["coarse.train_acc"]
+    if held is None:
+        return ""
+    items = []
+    for i, lr in enumerate(data["lrs"]):
+        for j, wd in enumerate(data["weight_decays"]):
+            share = data["reached"][i][j]
+            if math.isnan(share) or share == 1:
+                continue
+            spans = ", ".join(f"{100 * h:.0f}%" for h in held[i][j])
+            items.append(f"- lr {lr:g}, weight decay {wd:g}: at or above {pct(THRESHOLD)} over "
+                         f"the last {spans} of training by seed ({100 * HOLD:.0f}% needed); "
+                         f"final clean coarse train accuracy {pct(acc[i][j])} (mean).")
+    if not items:
+        return ""
+    return ("Cells short of the terminal phase, and by how much (clean coarse train accuracy; "
+            "0% means the last checkpoint is below the threshold):\n\n" + "\n".join(items))
 
 
 def split(data: dict[str, Any]) -> str:

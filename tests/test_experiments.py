@@ -122,6 +122,8 @@ def test_best_cell_is_chosen_among_cells_in_the_terminal_phase() -> None:
                fake_result(seed=1, lr=0.01, wd=5e-4, rec=(0, 0, 0, 0.95))]
     grid = ex.grid_summary(results, [0.1, 0.01], [5e-4])
     assert grid["reached"] == [[1.0], [0.5]] and grid["evaluated_on"] == "test"
+    # Onset at epoch 10 of 15 holds a third of training; the late seed only its last checkpoint.
+    assert grid["held"] == [[[pytest.approx(1 / 3)] * 2], [[0.0, pytest.approx(1 / 3)]]]
     assert math.isclose(grid["sd"]["recovery.test_acc_true_coarse"][0][0], math.sqrt(0.005))
     # lr=0.01 scores higher but one of its seeds never reached the terminal phase.
     best = ex.best_cell(grid, "recovery.test_acc_true_coarse")

@@ -375,6 +375,9 @@ def test_grid_states_the_phase_per_cell_and_the_chosen_test() -> None:
     assert "is lr 0.1, weight decay 0.0005 (90.0% on validation)" in flat
     assert "(2 seeds)" in flat and "(b) / baseline 1.000 ± 0.000." in flat
     assert "The 4 runs' training precision was not recorded." in flat
+    assert ("- lr 0.01, weight decay 0.0005: at or above 99.5% over the last 0%, 0% of training "
+            "by seed (30% needed); final clean coarse train accuracy 98.0% (mean).") in text
+    assert "lr 0.1, weight decay 0.0005: at" not in text
     data["best"]["all_in_terminal_phase"] = False
     assert "No cell has every seed in the terminal phase" in narrative.grid(data)
 
