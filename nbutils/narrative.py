@@ -699,12 +699,16 @@ def grid(data: dict[str, Any]) -> str:
     if why:
         pick = why + "\n\n" + pick
     chosen = next(iter(data["chosen_test"].values()))
+    tested = [r for r in data["runs"] if r["experiment"] == "grid-chosen"]
+    phase = f" Of its coarse models, {_phase_count(tested)}." if tested else ""
+    init = chosen.get("controls.random_init.test_acc_true_coarse")
+    control = f"; at random initialisation, (a) {_spread_text(init)}" if init else ""
     pick += (f" Trained again on the train subset with its 10-label baseline "
              f"({len(chosen['seeds'])} seeds) and evaluated on the test set: recovery (a) "
              f"{_spread_text(chosen['recovery.test_acc_true_coarse'])}, (b) "
-             f"{_spread_text(chosen['recovery.test_acc_pred_coarse'])}; the baseline's test "
-             f"accuracy {_spread_text(chosen['baseline.test_acc'])}; (b) / baseline "
-             f"{_spread_text(chosen['ratio_to_baseline'], ratio=True)}.")
+             f"{_spread_text(chosen['recovery.test_acc_pred_coarse'])}{control}; the baseline's "
+             f"test accuracy {_spread_text(chosen['baseline.test_acc'])}; (b) / baseline "
+             f"{_spread_text(chosen['ratio_to_baseline'], ratio=True)}.{phase}")
     return "\n\n".join([textwrap.fill(head, WRAP, break_long_words=False), "\n".join(lines),
                          *(textwrap.fill(p, WRAP, break_long_words=False)
                            if not p.startswith("- ") else p for p in pick.split("\n\n"))])
