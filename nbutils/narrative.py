@@ -695,9 +695,6 @@ def grid(data: dict[str, Any]) -> str:
         pick = (f"No cell has every seed in the terminal phase, so the best of all cells was "
                 f"taken, before convergence: lr {best['lr']:g}, weight decay "
                 f"{best['weight_decay']:g} ({pct(best['value'])} on validation).")
-    why = _short_of_phase(data)
-    if why:
-        pick = why + "\n\n" + pick
     chosen = next(iter(data["chosen_test"].values()))
     tested = [r for r in data["runs"] if r["experiment"] == "grid-chosen"]
     phase = f" Of its coarse models, {_phase_count(tested)}." if tested else ""
@@ -710,15 +707,14 @@ def grid(data: dict[str, Any]) -> str:
              f"test accuracy {_spread_text(chosen['baseline.test_acc'])}; (b) / baseline "
              f"{_spread_text(chosen['ratio_to_baseline'], ratio=True)}.{phase}")
     return "\n\n".join([textwrap.fill(head, WRAP, break_long_words=False), "\n".join(lines),
-                         *(textwrap.fill(p, WRAP, break_long_words=False)
-                           if not p.startswith("- ") else p for p in pick.split("\n\n"))])
+                         *_short_of_phase(data), textwrap.fill(pick, WRAP, break_long_words=False)])
 
 
-def _short_of_phase(data: dict[str, Any]) -> str:
-    """Why each cell short of the terminal phase is: how long its seeds held the threshold."""
+def _short_of_phase(data: dict[str, Any]) -> list[str]:
+    """Why each cell short of the terminal phase is, as paragraphs: how long its seeds held."""
     held, acc = data.get("held"), data["mean"]["coarse.train_acc"]
     if held is None:
-        return ""
+        return []
     items = []
     for i, lr in enumerate(data["lrs"]):
         for j, wd in enumerate(data["weight_decays"]):
@@ -730,9 +726,10 @@ def _short_of_phase(data: dict[str, Any]) -> str:
                          f"the last {spans} of training by seed ({100 * HOLD:.0f}% needed); "
                          f"final clean coarse train accuracy {pct(acc[i][j])} (mean).")
     if not items:
-        return ""
-    return ("Cells short of the terminal phase, and by how much (clean coarse train accuracy; "
-            "0% means the last checkpoint is below the threshold):\n\n" + "\n".join(items))
+        return []
+    intro = ("Cells short of the terminal phase, and by how much (clean coarse train accuracy; "
+             "0% means the last checkpoint is below the threshold):")
+    return [textwrap.fill(intro, WRAP, break_long_words=False), "\n".join(items)]
 
 
 def split(data: dict[str, Any]) -> str:

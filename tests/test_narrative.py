@@ -374,8 +374,7 @@ def test_grid_states_the_phase_per_cell_and_the_chosen_test() -> None:
     assert "| 0.01 | 90.0 ± 0.0% (0 of 2) | - (0 of 0) |" in text
     assert "is lr 0.1, weight decay 0.0005 (90.0% on validation)" in flat
     assert "(2 seeds)" in flat and "(b) / baseline 1.000 ± 0.000." in flat
-    data["runs"] += [{**run_row(r, "grid-chosen"), "experiment": "grid-chosen"}
-                     for r in results[:2]]
+    data["runs"] += [run_row(r, "grid-chosen") for r in results[:2]]
     flat = " ".join(narrative.grid(data).split())
     assert "Of its coarse models, 2 of 2 runs reach the terminal phase (onset at epoch 10)." in flat
     assert "The 4 runs' training precision was not recorded." in flat
