@@ -94,7 +94,7 @@ def lr_at(step: int, total: int, cfg: RunConfig) -> float:
         warm = min(1.0, (step + 1) / max(1, total // 100))
         return cfg.lr * warm * 0.5 * (1 + math.cos(math.pi * t))
     if cfg.schedule == "step":
-        return cfg.lr * 0.1 ** (int(t >= 0.5) + int(t >= 0.75))
+        return cfg.lr * 0.1 ** sum(t >= m for m in cfg.step_milestones)
     # One-cycle (as torch's OneCycleLR): cosine warm-up over 30% from lr/25, then cosine to ~0.
     peak, start, end = cfg.lr, cfg.lr / 25, cfg.lr / 25e4
     if t < 0.3:
@@ -167,7 +167,7 @@ def train_epoch(
     bar = tqdm(range(steps), desc=f"epoch {epoch}", leave=False, disable=not progress)
     for i in bar:
         idx = order[i * per_rank:(i + 1) * per_rank]
-        x = augment(images[idx], gen)
+        x = augment(images[idx], gen) if cfg.augment else images[idx]
         x = normalize(x, *stats).contiguous(memory_format=torch.channels_last)
         y = labels[idx]
         for group in opt.param_groups:
@@ -383,10 +383,16 @@ def train_model(
         if evaluated(cfg, epoch):
             te_loss, te_acc = evaluate(model, x_te, y_te, stats, cfg.eval_batch_size, dtype, ddp)
             bar.set_postfix(train_acc=f"{tr_acc:.3f}", test_acc=f"{te_acc:.3f}", refresh=False)
+        seconds = time.perf_counter() - t0
+        clean = {}
+        if cfg.clean_train_eval and epoch in cfg.checkpoint_epochs:
+            t1 = time.perf_counter()
+            _, acc = evaluate(model, x_tr, y_tr, stats, cfg.eval_batch_size, dtype, ddp)
+            clean = {"clean_train_acc": acc, "clean_eval_seconds": time.perf_counter() - t1}
         log.append(dict(
             epoch=epoch, lr=lr_at(epoch * steps - 1, steps * cfg.epochs, cfg),
             train_loss=tr_loss, train_acc=tr_acc, test_loss=te_loss, test_acc=te_acc,
-            seconds=time.perf_counter() - t0,
+            seconds=seconds, **clean,
         ))
         if ddp.main:
             if epoch in cfg.checkpoint_epochs:
