@@ -15,7 +15,7 @@ from nbutils.checks import FEATURE_NORMS
 from nbutils.collapse import collapse_report
 from nbutils.config import RunConfig
 from nbutils.data import class_names, mapping_table, stratified_subset
-from nbutils.features import load_features
+from nbutils.features import feature_epochs, load_features
 from nbutils.progress import tqdm
 from nbutils.recovery import Recovery, raw_pixel_features, recover_fine_labels
 from nbutils.runs import (
@@ -55,7 +55,8 @@ def collapse_history(cfg: RunConfig, model: str, progress: bool = True) -> list[
     """Collapse metrics at every checkpoint of `model`, saved to <model>/collapse.json."""
     t0 = time.perf_counter()
     history = [collapse_at(cfg, model, e)
-               for e in tqdm(cfg.checkpoint_epochs, desc=f"NC {model}", disable=not progress)]
+               for e in tqdm(feature_epochs(cfg, model), desc=f"NC {model}",
+                             disable=not progress)]
     save_json(model_dir(cfg, model) / "collapse.json", history)
     record_time(cfg, f"collapse_{model}", time.perf_counter() - t0)
     return history
@@ -74,7 +75,7 @@ def recovery_history(cfg: RunConfig, progress: bool = True) -> list[dict]:
     """Recovery metrics of the coarse model at every checkpoint, saved to coarse/recovery.json."""
     t0 = time.perf_counter()
     history = []
-    for epoch in tqdm(cfg.checkpoint_epochs, desc="recovery", disable=not progress):
+    for epoch in tqdm(feature_epochs(cfg, "coarse"), desc="recovery", disable=not progress):
         result = recover(cfg, load_features(cfg, "coarse", epoch), use_pred=True)
         history.append({"epoch": epoch, "recovery": result.metrics})
     save_json(model_dir(cfg, "coarse") / "recovery.json", history)

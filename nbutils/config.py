@@ -15,6 +15,7 @@ from nbutils.data import DATASETS, NUM_FINE, TRAIN_PER_CLASS, coarse_mapping
 from nbutils.paths import resolve_run_dir
 
 SCHEDULES = ("onecycle", "cosine", "step")
+FEATURE_EPOCHS = ("all", "phase")
 AMP_MODES = ("auto", "bf16", "off")
 DEVICES = ("auto", "cpu", "cuda")
 # reduce-overhead replays the step as CUDA graphs: 2.4x our eager loop on an H200 at w=64.
@@ -62,6 +63,10 @@ class RunConfig:
     # Clean (eval-mode, unaugmented) accuracy on the whole train split at every checkpoint,
     # logged during training: the terminal phase then needs no features of those checkpoints.
     clean_train_eval: bool = False
+    # Checkpoints whose penultimate features are extracted: "all", or "phase" (needs
+    # clean_train_eval): the coarse model at init, at its terminal-phase onset and at the end,
+    # the baseline at the end. A w=16 forward pass over 60,000 images takes ~40 s on 2 cores.
+    feature_epochs: str = "all"
     n_init: int = 10
     # l2 won on train clustering accuracy (train labels only) in the cpu run: see README.
     feature_norm: str = "l2"
@@ -123,7 +128,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     "full": dict(
         width=16, epochs=40, schedule="step", step_milestones=[0.3, 0.6], augment=False,
         checkpoint_epochs=[0, 1, 4, 8, 12, *range(14, 41, 2)], eval_every=2,
-        clean_train_eval=True, eval_batch_size=CPU_EVAL_BATCH,
+        clean_train_eval=True, feature_epochs="phase", eval_batch_size=CPU_EVAL_BATCH,
     ),
     # The experiments of notebooks 06-10 at CPU scale: a short budget on a stratified subset,
     # about 1.5 minutes of training per run on 2 cores (see README, Experiments).
@@ -221,6 +226,7 @@ def validate(cfg: RunConfig) -> None:
     checks.choice("device", cfg.device, DEVICES)
     checks.choice("feature_norm", cfg.feature_norm, FEATURE_NORMS)
     checks.choice("compile_mode", cfg.compile_mode, COMPILE_MODES)
+    checks.choice("feature_epochs", cfg.feature_epochs, FEATURE_EPOCHS)
     milestones = cfg.step_milestones
     if (not isinstance(milestones, (list, tuple)) or not milestones
             or any(isinstance(m, bool) or not isinstance(m, (int, float)) for m in milestones)
@@ -231,6 +237,9 @@ def validate(cfg: RunConfig) -> None:
     cfg.step_milestones = [float(m) for m in milestones]
     for name in ("compile", "train_baseline", "augment", "clean_train_eval"):
         checks.flag(name, getattr(cfg, name))
+    if cfg.feature_epochs == "phase" and not cfg.clean_train_eval:
+        raise ValueError("feature_epochs: 'phase' finds the onset in the clean train accuracy "
+                         "logged during training; set clean_train_eval=True, or use 'all'")
     ckpts = cfg.checkpoint_epochs
     if (not isinstance(ckpts, (list, tuple)) or not ckpts
             or any(not isinstance(e, int) or isinstance(e, bool) for e in ckpts)

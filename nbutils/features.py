@@ -12,13 +12,16 @@ from nbutils import checks
 from nbutils.config import RunConfig
 from nbutils.data import normalize, stats_tensors, to_tensor
 from nbutils.device import select_device
+from nbutils.phase import clean_train_curve, terminal_phase
 from nbutils.progress import tqdm
 from nbutils.runs import (
     ArtifactError,
     checkpoint_path,
     clear_temporaries,
     features_path,
+    load_json,
     load_npz,
+    model_dir,
     record_time,
     save_npz,
 )
@@ -67,6 +70,22 @@ def extract_checkpoint(
     )
 
 
+def feature_epochs(cfg: RunConfig, model_name: str) -> list[int]:
+    """Checkpoints of `model_name` whose features the analysis reads (`cfg.feature_epochs`)."""
+    if cfg.feature_epochs == "all":
+        return list(cfg.checkpoint_epochs)
+    curve = clean_train_curve(load_json(model_dir(cfg, model_name) / "log.json"))
+    if not curve["epochs"]:
+        raise ArtifactError(f"feature_epochs='phase': {model_dir(cfg, model_name)}/log.json holds "
+                            "no clean train accuracy (train with clean_train_eval=True)")
+    marks = {cfg.epochs}
+    if model_name == "coarse":
+        # Init is the random-init control; the onset is where the dynamics are read from.
+        onset = terminal_phase(curve["epochs"], curve["accs"])["onset_epoch"]
+        marks |= {0} | ({onset} if onset is not None else set())
+    return sorted(marks)
+
+
 def extract_run(
     cfg: RunConfig, models: tuple[str, ...] | None = None, overwrite: bool = False,
     progress: bool = True,
@@ -81,7 +100,7 @@ def extract_run(
     for m in models:
         clear_temporaries(features_path(cfg, m, 0).parent)
     data = load_run_data(cfg)
-    todo = [(m, e) for m in models for e in cfg.checkpoint_epochs
+    todo = [(m, e) for m in models for e in feature_epochs(cfg, m)
             if overwrite or not features_path(cfg, m, e).is_file()]
     missing = [str(checkpoint_path(cfg, m, e)) for m, e in todo
                if not checkpoint_path(cfg, m, e).is_file()]
@@ -94,7 +113,7 @@ def extract_run(
         extract_checkpoint(cfg, m, e, data, device, progress)
     if todo:
         record_time(cfg, "features", time.perf_counter() - t0)
-    return [features_path(cfg, m, e) for m in models for e in cfg.checkpoint_epochs]
+    return [features_path(cfg, m, e) for m in models for e in feature_epochs(cfg, m)]
 
 
 def load_features(cfg: RunConfig, model_name: str, epoch: int) -> dict[str, np.ndarray]:

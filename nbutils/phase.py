@@ -66,10 +66,24 @@ def terminal_phase(
             "onset_epoch": onset, "held_fraction": held, "threshold": threshold, "hold": hold}
 
 
+def clean_train_curve(log: Sequence[dict[str, Any]]) -> dict[str, list]:
+    """{epochs, accs} of the clean train accuracies a training log holds (clean_train_eval)."""
+    rows = [row for row in log if row.get("clean_train_acc") is not None]
+    return {"epochs": [row["epoch"] for row in rows],
+            "accs": [row["clean_train_acc"] for row in rows]}
+
+
 def terminal_phase_of(
-    results: dict[str, Any], threshold: float = THRESHOLD, hold: float = HOLD
+    results: dict[str, Any], threshold: float = THRESHOLD, hold: float = HOLD,
+    model: str = "coarse",
 ) -> dict[str, Any]:
-    """terminal_phase of a results.json, from its `history` (epoch, coarse_train_acc) entries."""
+    """terminal_phase of a results.json: from its `clean_train` curve of `model` (logged at every
+    checkpoint during training) when it has one, else from its `history` (coarse) entries."""
+    curve = (results.get("clean_train") or {}).get(model)
+    if curve:
+        return terminal_phase(curve["epochs"], curve["accs"], threshold, hold)
+    if model != "coarse":
+        raise ValueError(f"results: has no 'clean_train' curve of {model!r}")
     history = results.get("history")
     if not history:
         raise ValueError("results: has no 'history' entries to read the terminal phase from")

@@ -9,7 +9,7 @@ from typing import Any
 
 from nbutils.analysis import load_history
 from nbutils.config import RunConfig, steps_per_epoch
-from nbutils.phase import terminal_phase_of
+from nbutils.phase import clean_train_curve, terminal_phase_of
 from nbutils.runs import (
     atomic_write,
     load_json,
@@ -96,13 +96,21 @@ def build_results(cfg: RunConfig) -> dict[str, Any]:
     if baseline:
         out["ratio_to_baseline"] = recovery["test_acc_pred_coarse"] / baseline["test_acc"]
         out["history_baseline"] = load_json(model_dir(cfg, "baseline") / "collapse.json")
+    if cfg.clean_train_eval:
+        out["clean_train"] = {m: clean_train_curve(load_json(model_dir(cfg, m) / "log.json"))
+                              for m in cfg.models}
+        out["wall_seconds"]["clean_train_eval"] = {
+            m: sum(row.get("clean_eval_seconds", 0.0)
+                   for row in load_json(model_dir(cfg, m) / "log.json")) for m in cfg.models}
     out["terminal_phase"] = terminal_phase_record(out)
+    if has_baseline and cfg.clean_train_eval:
+        out["terminal_phase_baseline"] = terminal_phase_record(out, "baseline")
     return with_intervals(out)
 
 
-def terminal_phase_record(res: dict[str, Any]) -> dict[str, Any]:
-    """Whether and from when the run is in the terminal phase, by epoch and by optimiser step."""
-    found = terminal_phase_of(res)
+def terminal_phase_record(res: dict[str, Any], model: str = "coarse") -> dict[str, Any]:
+    """Whether and from when `model` is in the terminal phase, by epoch and by optimiser step."""
+    found = terminal_phase_of(res, model=model)
     per_epoch = steps_per_epoch(res["config"])
     onset = found["onset_epoch"]
     return {**found, "onset_step": None if onset is None else onset * per_epoch}

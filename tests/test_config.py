@@ -66,3 +66,37 @@ def test_steps_and_epochs_together_are_refused() -> None:
     cfg = resolve("cpu", train_per_class=250, steps=4000)
     with pytest.raises(ValueError, match="^steps: 4000 steps need 200 epochs"):
         type(cfg)(**{**cfg.to_dict(), "epochs": 10, "checkpoint_epochs": [0, 10]})
+
+
+def test_full_profile_holds_checkpoints_within_five_percent_after_the_first_third() -> None:
+    cfg = resolve("full")
+    assert (cfg.width, cfg.train_per_class, cfg.augment, cfg.schedule) == (16, None, False, "step")
+    late = [e for e in cfg.checkpoint_epochs if e >= cfg.epochs / 3]
+    assert late[-1] == cfg.epochs
+    assert max(b - a for a, b in zip(late, late[1:], strict=False)) <= 0.05 * cfg.epochs
+    assert cfg.clean_train_eval and cfg.feature_epochs == "phase"
+
+
+@pytest.mark.parametrize("bad", [[], [0.5, 0.3], [0.0, 0.5], [0.5, 1.0], "0.5", [True]])
+def test_step_milestones_must_be_increasing_fractions(bad) -> None:
+    with pytest.raises(ValueError, match="step_milestones: must be"):
+        resolve("ci", step_milestones=bad)
+
+
+def test_phase_features_need_the_clean_train_accuracy() -> None:
+    with pytest.raises(ValueError, match="feature_epochs: 'phase'.*clean_train_eval=True"):
+        resolve("ci", feature_epochs="phase")
+    with pytest.raises(ValueError, match="feature_epochs"):
+        resolve("ci", feature_epochs="some")
+    with pytest.raises(ValueError, match="augment"):
+        resolve("ci", augment="no")
+
+
+def test_a_run_recorded_before_a_parameter_existed_reads_as_its_default() -> None:
+    from nbutils.config import TRAINING_KEYS, diff
+
+    old = resolve("ci").to_dict()
+    del old["augment"], old["step_milestones"]
+    assert diff(old, resolve("ci").to_dict(), TRAINING_KEYS) == []
+    assert diff(old, resolve("ci", augment=False).to_dict(), TRAINING_KEYS) == [
+        "augment: True -> False"]

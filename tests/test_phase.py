@@ -108,3 +108,21 @@ def test_committed_runs() -> None:
     paper = terminal_phase_of(json.loads((REPO / "figures/paper/results.json").read_text()))
     assert cpu["onset_epoch"] is None and not cpu["reached"]
     assert paper["onset_epoch"] == 66 and paper["held_fraction"] == 0.0 and not paper["reached"]
+
+
+def test_the_clean_train_curve_of_a_log_and_its_phase_take_precedence() -> None:
+    from nbutils.phase import clean_train_curve
+
+    log = [{"epoch": e, "clean_train_acc": a} for e, a in ((10, 0.9), (20, 0.996), (40, 1.0))]
+    log.insert(1, {"epoch": 15})  # an epoch that is not a checkpoint has no clean pass
+    curve = clean_train_curve(log)
+    assert curve == {"epochs": [10, 20, 40], "accs": [0.9, 0.996, 1.0]}
+    # The sparse feature history alone would put the onset at 40 (held 0%).
+    res = {"history": [{"epoch": 0, "coarse_train_acc": 0.1}, {"epoch": 40,
+                                                                "coarse_train_acc": 1.0}],
+           "clean_train": {"coarse": curve, "baseline": {"epochs": [40], "accs": [0.99]}}}
+    assert terminal_phase_of(res)["onset_epoch"] == 20
+    assert terminal_phase_of(res)["held_fraction"] == pytest.approx(0.5)
+    assert terminal_phase_of(res, model="baseline")["reached"] is False
+    with pytest.raises(ValueError, match="no 'clean_train' curve of 'baseline'"):
+        terminal_phase_of({"history": res["history"]}, model="baseline")

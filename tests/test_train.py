@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from nbutils.config import resolve
-from nbutils.data import stats_tensors
+from nbutils.data import stats_tensors, to_tensor
 from nbutils.device import amp_dtype, select_device
 from nbutils.features import extract
 from nbutils.models import ResNet18
 from nbutils.runs import checkpoint_path, load_json, load_torch
-from nbutils.train import evaluate, lr_at, train_model
+from nbutils.train import evaluate, load_model, load_run_data, lr_at, train_model
 
 
 @pytest.mark.parametrize("schedule", ["onecycle", "cosine", "step"])
@@ -36,6 +36,12 @@ def test_onecycle_shape() -> None:
 def test_step_schedule_values() -> None:
     cfg = resolve("ci", schedule="step", lr=0.1)
     assert [lr_at(s, 100, cfg) for s in (0, 49, 50, 74, 75, 99)] == pytest.approx(
+        [0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
+
+
+def test_step_milestones_set_where_the_lr_drops() -> None:
+    cfg = resolve("ci", schedule="step", lr=0.1, step_milestones=[0.3, 0.6])
+    assert [lr_at(s, 100, cfg) for s in (0, 29, 30, 59, 60, 99)] == pytest.approx(
         [0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
 
 
@@ -76,6 +82,36 @@ def test_eval_every_skips_test_evaluations_but_not_checkpoints_or_the_end(
                   train_baseline=False, amp="off", eval_every=2)
     log = train_model(cfg, "coarse", progress=False)
     assert [r["test_acc"] is not None for r in log] == [False, True, True, True, True]
+
+
+@pytest.mark.slow
+def test_clean_train_accuracy_is_logged_at_checkpoints_and_equals_an_eval_pass(
+        tmp_path: Path, fake_cache: Path) -> None:
+    cfg = resolve("ci", run_dir=str(tmp_path / "run"), data_root=str(fake_cache), width=2,
+                  epochs=3, train_per_class=4, test_per_class=2, checkpoint_epochs=[0, 2],
+                  train_baseline=False, amp="off", augment=False, clean_train_eval=True)
+    log = train_model(cfg, "coarse", progress=False)
+    assert ["clean_train_acc" in r for r in log] == [False, True, True]
+    data = load_run_data(cfg)
+    model = load_model(cfg, "coarse", 2, 5, torch.device("cpu"))
+    images = to_tensor(data.train.images)
+    labels = torch.from_numpy(data.labels("coarse", "train"))
+    acc = evaluate(model, images, labels, stats_tensors("cifar10", "cpu"), 128, None)[1]
+    assert log[1]["clean_train_acc"] == acc
+
+
+@pytest.mark.slow
+def test_without_augmentation_a_batch_is_the_images_themselves(
+        tmp_path: Path, fake_cache: Path, monkeypatch) -> None:
+    import nbutils.train as train
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("augment called with augment=False")
+    monkeypatch.setattr(train, "augment", refuse)
+    cfg = resolve("ci", run_dir=str(tmp_path / "run"), data_root=str(fake_cache), width=2,
+                  epochs=1, train_per_class=4, test_per_class=2, train_baseline=False,
+                  amp="off", augment=False)
+    assert len(train_model(cfg, "coarse", progress=False)) == 1
 
 
 def test_features_and_test_accuracy_do_not_depend_on_the_eval_batch_size() -> None:
