@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import pickle
 import platform
 import shutil
 import socket
@@ -99,6 +100,30 @@ def load_json(path: Path, remedy: str = "delete it and re-run the stage that wri
         raise ArtifactError(f"{path} is truncated or corrupt ({err}); {remedy}") from err
 
 
+class UnsafeCheckpoint(ArtifactError):
+    """A checkpoint whose pickle names globals outside SAFE_GLOBALS: it is never unpickled."""
+
+
+def _numpy_reconstruct() -> tuple[Any, ...]:
+    """numpy's array-unpickling function under the names numpy 1 and numpy 2 pickle it by."""
+    core = getattr(np, "_core", None) or np.core
+    fn = core.multiarray._reconstruct
+    return ((fn, "numpy._core.multiarray._reconstruct"),
+            (fn, "numpy.core.multiarray._reconstruct"))
+
+
+# Everything a checkpoint of ours holds beyond tensors and plain Python values: the numpy
+# legacy RNG state in last.pt (an array of 624 uint32 words and its dtype). torch.load unpickles nothing else.
+SAFE_GLOBALS = (np.ndarray, np.dtype, type(np.dtype(np.uint32)), *_numpy_reconstruct())
+
+
+def _refused(err: Exception) -> str:
+    """The line of torch's weights-only error that names what it refused."""
+    lines = [line.strip() for line in str(err).splitlines()]
+    named = [line for line in lines if "global" in line.lower() or "but got" in line]
+    return (named or lines or [type(err).__name__])[0]
+
+
 def save_torch(path: Path, obj: Any) -> Path:
     """torch.save atomically."""
     return atomic_write(path, lambda p: torch.save(obj, p))
@@ -128,7 +153,18 @@ def load_torch(
     # torch.load does not check the CRC-32s: a flipped byte in a tensor would load silently.
     verify_zip(path, remedy)
     try:
-        return torch.load(path, map_location=map_location, weights_only=False)
+        with torch.serialization.safe_globals(list(SAFE_GLOBALS)):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "weights only" not in str(err).lower():
+            raise ArtifactError(f"{path} is truncated or corrupt ({err}); {remedy}") from err
+        raise UnsafeCheckpoint(
+            f"{path} holds Python objects that no nbutils checkpoint holds and was refused "
+            f"unread ({_refused(err)}). If you trust where it came from, load it once with "
+            f"torch.load's weights-only check switched off and save its 'model' state_dict "
+            f"alone as {{'model': ..., 'epoch': N}}; else retrain that model "
+            f"(python -m nbutils train --no-resume)"
+        ) from err
     except Exception as err:  # torch raises several unrelated types for damaged files
         raise ArtifactError(
             f"{path} is truncated or corrupt ({type(err).__name__}: {err}); {remedy}"

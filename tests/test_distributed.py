@@ -16,7 +16,7 @@ import torch
 
 from nbutils.data import channel_stats, to_tensor
 from nbutils.models import ResNet18
-from nbutils.runs import load_run
+from nbutils.runs import load_run, load_torch
 from nbutils.train import evaluate, load_model, load_run_data
 
 REPO = Path(__file__).resolve().parents[1]
@@ -111,7 +111,7 @@ def test_same_artifacts_as_single_process(runs: dict[int, Path]) -> None:
 def test_checkpoints_load_with_right_head(runs: dict[int, Path], model: str) -> None:
     for epoch in range(EPOCHS + 1):
         path = runs[2] / model / "checkpoints" / f"epoch_{epoch:03d}.pt"
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = load_torch(path)
         assert state["epoch"] == epoch
         net = ResNet18(HEADS[model], WIDTH)
         net.load_state_dict(state["model"])
@@ -123,7 +123,7 @@ def test_checkpoints_load_with_right_head(runs: dict[int, Path], model: str) -> 
 @pytest.mark.parametrize("model", sorted(HEADS))
 def test_initial_weights_match_single_process(runs: dict[int, Path], model: str) -> None:
     path = Path(model) / "checkpoints" / "epoch_000.pt"
-    one, two = (torch.load(runs[n] / path, map_location="cpu")["model"] for n in (1, 2))
+    one, two = (load_torch(runs[n] / path)["model"] for n in (1, 2))
     assert all(torch.equal(one[k], two[k]) for k in one)
 
 

@@ -424,7 +424,8 @@ BAD_PARAMETERS = [
     ("weight_decay", -1e-4), ("momentum", 1.0), ("schedule", "linear"),
     ("checkpoint_epochs", [0, 99]), ("checkpoint_epochs", []), ("amp", "fp16"),
     ("device", "tpu"), ("compile", "yes"), ("compile_mode", "fast"), ("train_baseline", 1),
-    ("eval_batch_size", -1), ("eval_every", 0),
+    ("eval_batch_size", -1), ("eval_every", 0), ("step_milestones", [0.75, 0.5]),
+    ("augment", "no"), ("clean_train_eval", 0), ("feature_epochs", "some"),
     ("n_init", 0), ("feature_norm", "pca"), ("umap_points", 0), ("umap_neighbors", 1),
 ]
 NOT_PARTITIONS = [
