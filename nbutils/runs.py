@@ -113,7 +113,7 @@ def _numpy_reconstruct() -> tuple[Any, ...]:
 
 
 # Everything a checkpoint of ours holds beyond tensors and plain Python values: the numpy
-# legacy RNG state in last.pt (an array of 624 uint32 words and its dtype). torch.load unpickles nothing else.
+# legacy RNG state in last.pt (624 uint32 words and their dtype). Nothing else is unpickled.
 SAFE_GLOBALS = (np.ndarray, np.dtype, type(np.dtype(np.uint32)), *_numpy_reconstruct())
 
 
