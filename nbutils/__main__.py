@@ -11,7 +11,7 @@ from typing import Any
 
 import torch.distributed as dist
 
-from nbutils import carry, results, run_index, stages
+from nbutils import carry, results, run_index, stages, verify
 from nbutils.analysis import feature_norm_ablation
 from nbutils.config import PARAMETERS, PROFILES, resolve
 from nbutils.distributed import preflight
@@ -111,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("--cpu", default=str(FIGURES_DIR / "cpu"),
                        help="the published cpu profile (results.json, seeds/*/results.json)")
     index.add_argument("--out", default=str(FIGURES_DIR / "experiments" / "runs.csv"))
+    sub.add_parser("verify", help="recompute the headline numbers from the committed small files "
+                                  "(compact.npz, per-seed results, histories) and compare")
     packer = sub.add_parser("pack", help="a run's resume state (last.pt, config, logs) as "
                                          "checksummed parts of at most 16 MiB, with a manifest")
     packer.add_argument("run_dir", metavar="RUN_DIR")
@@ -264,6 +266,19 @@ def cmd_unpack(args: argparse.Namespace) -> None:
     print(f"{carry.describe(manifest)} -> {args.run_dir}")
 
 
+def cmd_verify(args: argparse.Namespace) -> None:
+    """Every check of nbutils.verify; a mismatch is an error (exit status 2)."""
+    for what, n in verify.counts().items():
+        print(f"{what}: {n}")
+    found = verify.verify()
+    for name, mismatches in found.items():
+        print(f"{name}: {'ok' if not mismatches else f'{len(mismatches)} mismatch(es)'}")
+        for line in mismatches:
+            print(f"  {line}")
+    if any(found.values()):
+        raise ValueError("the committed files disagree with what they were computed from (above)")
+
+
 def cmd_readme(args: argparse.Namespace) -> None:
     """The README's results table and docs/results.md's paragraphs, rebuilt."""
     changed = stages.refresh_docs()
@@ -276,7 +291,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {
     "experiments": cmd_experiments, "readme": cmd_readme, "render": cmd_render,
     "feature-norms": cmd_feature_norms, "analyze-features": cmd_analyze_features,
     "intervals": cmd_intervals, "seeds": cmd_seeds, "runs-index": cmd_runs_index,
-    "pack": cmd_pack, "unpack": cmd_unpack,
+    "pack": cmd_pack, "unpack": cmd_unpack, "verify": cmd_verify,
 }
 
 

@@ -22,6 +22,23 @@ LONGEST_FIRST = ("test_pipeline.py", "test_reliability.py", "test_experiments_pi
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    """Point every test, and every kernel or process it starts, at one CIFAR-10 cache; then
+    give each pytest-xdist worker its share of the threads."""
+    _data_for_everyone()
+    _threads_per_worker(config)
+
+
+def _data_for_everyone() -> None:
+    """$NBUTILS_DATA when set, else ../shared/data/cifar10 when it holds the cache.
+
+    Exported, so that a notebook executed by a test (papermill starts a fresh kernel) finds the
+    same data as the test itself instead of trying to download CIFAR-10.
+    """
+    if not os.environ.get("NBUTILS_DATA") and (SHARED / "train.npz").is_file():
+        os.environ["NBUTILS_DATA"] = str(SHARED)
+
+
+def _threads_per_worker(config: pytest.Config) -> None:
     """With pytest-xdist, each worker gets cores // workers threads for torch, BLAS and OpenMP.
 
     Set in the controller before it starts the workers, so that every worker, and each kernel or
@@ -49,7 +66,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def cifar10_root() -> Path:
     """The real CIFAR-10 npz cache ($NBUTILS_DATA or ../shared/data/cifar10)."""
-    root = Path(os.environ.get("NBUTILS_DATA", SHARED))
+    root = Path(os.environ.get("NBUTILS_DATA") or SHARED)
     if not (root / "train.npz").is_file():
         pytest.skip(f"no CIFAR-10 cache at {root}")
     return root
