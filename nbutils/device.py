@@ -18,6 +18,26 @@ def cpu_has_bf16() -> bool:
     return " avx512_bf16" in flags or " amx_bf16" in flags
 
 
+def cpu_instruction_set() -> str:
+    """The widest vector extension of this CPU that changes our numbers: bf16 autocast runs
+    natively on AVX-512 BF16 / AMX and its kernels differ from AVX2's."""
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return "unknown"
+    for name in ("amx_bf16", "avx512_bf16", "avx512f", "avx2"):
+        if name in flags:
+            return name
+    return "other"
+
+
+def environment(device: torch.device) -> dict[str, object]:
+    """What besides the configuration decides a run's numbers: hardware, threads, torch."""
+    return {"device": device_name(device), "cpu_instruction_set": cpu_instruction_set(),
+            "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "cuda": torch.version.cuda if device.type == "cuda" else None}
+
+
 def select_device(name: str) -> torch.device:
     """The device for `name` ('auto' picks this process's GPU when one is present)."""
     if name == "cuda" and not torch.cuda.is_available():

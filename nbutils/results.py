@@ -75,6 +75,8 @@ def build_results(cfg: RunConfig) -> dict[str, Any]:
         "profile": cfg.profile, "mapping": cfg.mapping, "width": cfg.width,
         "epochs": cfg.epochs, "seed": cfg.seed, "dataset": cfg.dataset,
         "device": meta["device"], "amp": meta["amp"], "versions": versions(),
+        # Absent (None) for runs trained before it was recorded.
+        "environment": meta.get("environment"),
         "train_size": meta["train_size"], "test_size": meta["test_size"],
         "coarse": {"train_acc": coarse["train_acc"], "test_acc": coarse["test_acc"]},
         "baseline": ({"train_acc": baseline["train_acc"], "test_acc": baseline["test_acc"]}

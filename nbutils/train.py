@@ -28,7 +28,7 @@ from nbutils.data import (
     stratified_subset,
     to_tensor,
 )
-from nbutils.device import amp_dtype, autocast, device_name
+from nbutils.device import amp_dtype, autocast, device_name, environment
 from nbutils.distributed import Dist, preflight
 from nbutils.models import ResNet18
 from nbutils.progress import tqdm
@@ -358,7 +358,7 @@ def train_model(
             "device": device_name(device),
             "amp": str(dtype).replace("torch.", "") if dtype else "off",
             "world_size": ddp.world, "num_classes": data.num_classes(model_name),
-            "train_size": len(y_tr), "test_size": len(y_te),
+            "train_size": len(y_tr), "test_size": len(y_te), "environment": environment(device),
         })
     bar = tqdm(range(start + 1, cfg.epochs + 1), desc=model_name, disable=not progress,
                initial=start, total=cfg.epochs, unit="epoch")
