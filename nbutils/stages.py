@@ -34,6 +34,7 @@ STAGES = ("train", "features", "collapse", "recovery", "umap", "publish")
 # What the published figures are drawn from; checkpoints and features are never copied.
 PUBLISHED_LOGS = (
     "config.json", "timings.json", "controls.json", "results.json", "results.md", "compact.npz",
+    "pairs.json",
     "coarse/log.json", "coarse/collapse.json", "coarse/recovery.json", "coarse/train_meta.json",
     "baseline/log.json", "baseline/collapse.json", "baseline/train_meta.json",
 )
