@@ -20,7 +20,7 @@ from nbutils.data import CIFAR10_CLASSES, Split, coarse_mapping, mapping_table
 from nbutils.device import select_device
 from nbutils.features import extract_checkpoint, load_features
 from nbutils.recovery import recover_fine_labels
-from nbutils.runs import create_run, features_path, load_json, run_lock, save_json
+from nbutils.runs import create_run, features_path, load_json, model_dir, run_lock, save_json
 from nbutils.stats import spread
 from nbutils.sweeps import comparable, root_hint
 from nbutils.train import RunData, load_run_data, train_model
@@ -399,7 +399,9 @@ def run_split(cfg: RunConfig, models: tuple[str, ...] = tuple(SPLIT_MODELS),
                 if not features_path(cfg, trained, epoch).is_file():
                     extract_checkpoint(cfg, trained, epoch, data, device, progress)
             history = [half_separation(cfg, model, e) for e in cfg.checkpoint_epochs]
-            out[model] = {"train_acc_augmented": log[-1]["train_acc"],
+            meta = load_json(model_dir(cfg, trained) / "train_meta.json")
+            out[model] = {"amp": meta["amp"], "environment": meta.get("environment"),
+                          "train_acc_augmented": log[-1]["train_acc"],
                           "test_acc": log[-1]["test_acc"],
                           "phase": phase.terminal_phase([h["epoch"] for h in history],
                                                         [h["own_train_acc"] for h in history]),

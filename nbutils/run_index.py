@@ -7,7 +7,8 @@ gathers them; `python -m nbutils runs-index` writes the CSV, which readers and o
 with pandas. With `val_per_class` set, a run was evaluated on a validation split carved from
 train, and its `recovery_test_*` and `*_test_acc` columns are validation numbers. `amp` is the
 precision the run trained in, as its results.json records it (`bfloat16` autocast, or `off`:
-float32); it is empty for rows written before the column existed.
+float32; the synthetic model of notebook 10 always trains in float32), and `unrecorded` for runs
+trained before the precision was recorded (the 06 dynamics and 09 split runs).
 """
 
 from __future__ import annotations
@@ -47,9 +48,12 @@ PATHS = {
 }
 
 
+UNRECORDED = "unrecorded"
+
+
 def _complete(row: dict[str, Any]) -> dict[str, Any]:
-    """`row` in COLUMNS order, NaN for every column it lacks."""
-    return {col: row.get(col, math.nan) for col in COLUMNS}
+    """`row` in COLUMNS order, NaN for every column it lacks (`amp`: UNRECORDED)."""
+    return {col: row.get(col, UNRECORDED if col == "amp" else math.nan) for col in COLUMNS}
 
 
 def _phase_columns(reached: bool, onset_epoch: int | None, per_epoch: int) -> dict[str, Any]:
@@ -73,7 +77,7 @@ def run_row(res: dict[str, Any], experiment: str) -> dict[str, Any]:
     tpt = phase.terminal_phase_of(res)
     return _complete({
         "experiment": experiment, "mapping": str(cfg["mapping"]), **_recipe_columns(cfg),
-        "amp": res.get("amp") or math.nan,
+        "amp": res.get("amp") or UNRECORDED,
         "final_clean_coarse_train_acc": res["history"][-1]["coarse_train_acc"],
         **_phase_columns(tpt["reached"], tpt["onset_epoch"], steps_per_epoch(cfg)),
         **{col: value(res, path) for col, path in PATHS.items()}})
@@ -91,6 +95,7 @@ def split_row(res: dict[str, Any], model: str) -> dict[str, Any]:
     final, tpt = part["history"][-1], part["phase"]
     return _complete({
         "experiment": f"split-{model}", "mapping": "halves", **_recipe_columns(cfg),
+        "amp": part.get("amp") or UNRECORDED,
         "final_clean_coarse_train_acc": final["own_train_acc"],
         **_phase_columns(tpt["reached"], tpt["onset_epoch"], steps_per_epoch(cfg)),
         "recovery_train": final["train_cluster_acc"],
@@ -113,7 +118,7 @@ def synthetic_row(row: dict[str, Any], sweep: dict[str, Any]) -> dict[str, Any]:
         "experiment": "synthetic", "mapping": f"gaussian separation={row['separation']:g}",
         "lr": train["lr"], "weight_decay": train["weight_decay"], "seed": row["seed"],
         "width": train["hidden"], "train_per_class": per_class,
-        "steps": row["epochs"] * per_epoch, "epochs": row["epochs"],
+        "steps": row["epochs"] * per_epoch, "epochs": row["epochs"], "amp": "off",
         "final_clean_coarse_train_acc": row["final_coarse_train_acc"],
         **_phase_columns(row["reached_terminal_phase"], row["tpt_epoch"], per_epoch),
         "recovery_train": row["recovery_train"], "recovery_test_a": row["recovery_test"],
@@ -126,7 +131,9 @@ def experiment_rows(path: Path) -> list[dict[str, Any]]:
     data = load_json(path)
     if path.name == "synthetic.json":
         return [synthetic_row(r, data) for r in data.get("runs", [])]
-    return data.get("runs", [])
+    # Rows stored before the precision was recorded hold null (or NaN) there.
+    return [{**row, "amp": row["amp"] if isinstance(row.get("amp"), str) else UNRECORDED}
+            for row in data.get("runs", [])]
 
 
 def seed_results(profile_dir: Path) -> list[dict[str, Any]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import math
 from pathlib import Path
 
@@ -28,7 +29,7 @@ def record(seed: int, accs: tuple[float, ...], **params: object) -> dict:
             "nc": {"coarse": {"nc1": 0.5}, "fine_structure": {"fine_variance_fraction_mean": 0.3}}}
 
 
-def test_row_counts_steps_and_the_terminal_phase() -> None:
+def test_row_counts_steps_and_the_terminal_phase(tmp_path: Path) -> None:
     row = run_index.run_row(record(1, (0.1, 0.9, 1.0, 1.0), train_per_class=64), "dynamics")
     # 64 x 10 images at batch 128: 5 steps an epoch; onset at epoch 20 holds 1/3 of training.
     assert (row["steps"], row["reached_terminal_phase"], row["tpt_epoch"], row["tpt_step"]) == (
@@ -36,9 +37,12 @@ def test_row_counts_steps_and_the_terminal_phase() -> None:
     assert (row["recovery_test_a"], row["nc1_coarse"], row["between_fine_share"]) == (
         0.85, 0.5, 0.3)
     assert math.isnan(row["recovery_test_c"]) and math.isnan(row["baseline_test_acc"])
-    assert math.isnan(row["amp"])
+    assert row["amp"] == "unrecorded"
     fp32 = run_index.run_row({**record(1, (0.1, 0.9, 1.0, 1.0)), "amp": "off"}, "grid")
     assert fp32["amp"] == "off"
+    stored = tmp_path / "dynamics.json"
+    stored.write_text(json.dumps({"runs": [{**row, "amp": None}]}))
+    assert run_index.experiment_rows(stored)[0]["amp"] == "unrecorded"
     late = run_index.run_row(record(2, (0.1, 0.2, 0.3, 1.0)), "grid")
     assert not late["reached_terminal_phase"] and late["tpt_step"] is None
 
