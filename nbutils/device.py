@@ -33,9 +33,22 @@ def cpu_instruction_set() -> str:
 
 def environment(device: torch.device) -> dict[str, object]:
     """What besides the configuration decides a run's numbers: hardware, threads, torch."""
-    return {"device": device_name(device), "cpu_instruction_set": cpu_instruction_set(),
+    return {"device": device_name(device), "cpu_model": cpu_model(),
+            "cpu_instruction_set": cpu_instruction_set(),
+            # The kernels torch dispatches to on this CPU (e.g. AVX512, AVX2).
+            "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "threads": torch.get_num_threads(), "torch": torch.__version__,
             "cuda": torch.version.cuda if device.type == "cuda" else None}
+
+
+def cpu_model() -> str:
+    """The CPU's model name as /proc/cpuinfo gives it ('unknown' elsewhere)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return "unknown"
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    return names[0] if names else "unknown"
 
 
 def select_device(name: str) -> torch.device:

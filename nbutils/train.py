@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import random
@@ -36,6 +37,7 @@ from nbutils.runs import (
     ArtifactError,
     checkpoint_path,
     clear_temporaries,
+    load_json,
     load_torch,
     model_dir,
     save_json,
@@ -299,6 +301,46 @@ def stop_for_deadline(deadline: float | None, estimate: float, ddp: Dist,
     return stop
 
 
+def precision_name(dtype: torch.dtype | None) -> str:
+    """'bfloat16' for bf16 autocast, 'off' for float32."""
+    return str(dtype).replace("torch.", "") if dtype else "off"
+
+
+def train_meta(out: Path, start: int, dtype: torch.dtype | None, device: torch.device,
+               ddp: Dist, data: RunData, model_name: str, n_train: int,
+               n_test: int) -> dict:
+    """train_meta.json, with one `segments` entry per process that trained this model.
+
+    A model resumed in another precision than it started in is refused: its numbers would
+    belong to neither (amp="auto" resolves by the machine, so a move can change it silently).
+    """
+    amp, env = precision_name(dtype), environment(device)
+    path = out / "train_meta.json"
+    earlier = load_json(path) if start > 0 and path.is_file() else {}
+    if earlier and earlier.get("amp") != amp:
+        raise ArtifactError(
+            f"{out.name}: trained up to epoch {start} with amp={earlier.get('amp')!r} but would "
+            f"resume with {amp!r} on this machine ({env['cpu_instruction_set']}); resume on a "
+            f"machine of the first kind, set amp to match (amp='bf16' or 'off'), or retrain with "
+            f"--no-resume")
+    segments = earlier.get("segments") or ([{"from_epoch": 0, "environment":
+                                             earlier.get("environment")}] if earlier else [])
+    return {"device": device_name(device), "amp": amp, "world_size": ddp.world,
+            "num_classes": data.num_classes(model_name), "train_size": n_train,
+            "test_size": n_test, "environment": env,
+            "segments": [*segments, {"from_epoch": start, "environment": env}]}
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """SHA-256 (first 16 hex digits) of every parameter and buffer: equal digests at an epoch
+    mean two runs followed the same trajectory bit for bit up to it."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
 def evaluated(cfg: RunConfig, epoch: int) -> bool:
     """Whether the test split is evaluated after `epoch`: every `eval_every`, at every
     checkpoint and at the end (a short epoch on a small subset would otherwise be mostly
@@ -354,12 +396,9 @@ def train_model(
         net = torch.compile(net, mode=cfg.compile_mode)
     steps = steps_per_epoch(len(y_tr), cfg)
     if ddp.main:
-        save_json(out / "train_meta.json", {
-            "device": device_name(device),
-            "amp": str(dtype).replace("torch.", "") if dtype else "off",
-            "world_size": ddp.world, "num_classes": data.num_classes(model_name),
-            "train_size": len(y_tr), "test_size": len(y_te), "environment": environment(device),
-        })
+        save_json(out / "train_meta.json",
+                  train_meta(out, start, dtype, device, ddp, data, model_name, len(y_tr),
+                             len(y_te)))
     bar = tqdm(range(start + 1, cfg.epochs + 1), desc=model_name, disable=not progress,
                initial=start, total=cfg.epochs, unit="epoch")
     measured: list[float] = []
@@ -384,15 +423,17 @@ def train_model(
             te_loss, te_acc = evaluate(model, x_te, y_te, stats, cfg.eval_batch_size, dtype, ddp)
             bar.set_postfix(train_acc=f"{tr_acc:.3f}", test_acc=f"{te_acc:.3f}", refresh=False)
         seconds = time.perf_counter() - t0
-        clean = {}
+        extra = {}
         if cfg.clean_train_eval and epoch in cfg.checkpoint_epochs:
             t1 = time.perf_counter()
             _, acc = evaluate(model, x_tr, y_tr, stats, cfg.eval_batch_size, dtype, ddp)
-            clean = {"clean_train_acc": acc, "clean_eval_seconds": time.perf_counter() - t1}
+            extra = {"clean_train_acc": acc, "clean_eval_seconds": time.perf_counter() - t1}
+        if epoch in cfg.checkpoint_epochs:
+            extra["weights_sha256"] = weights_digest(model)
         log.append(dict(
             epoch=epoch, lr=lr_at(epoch * steps - 1, steps * cfg.epochs, cfg),
             train_loss=tr_loss, train_acc=tr_acc, test_loss=te_loss, test_acc=te_acc,
-            seconds=seconds, **clean,
+            seconds=seconds, **extra,
         ))
         if ddp.main:
             if epoch in cfg.checkpoint_epochs:
