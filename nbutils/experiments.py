@@ -21,7 +21,7 @@ from nbutils.device import select_device
 from nbutils.features import extract_checkpoint, load_features
 from nbutils.recovery import recover_fine_labels
 from nbutils.runs import create_run, features_path, load_json, model_dir, run_lock, save_json
-from nbutils.stats import spread
+from nbutils.stats import spread, t_interval
 from nbutils.sweeps import comparable, root_hint
 from nbutils.train import RunData, load_run_data, train_model
 
@@ -151,6 +151,49 @@ def terminal_change(summary: dict[str, Any], path: str) -> dict[str, Any] | None
         rows.append({"tpt_epoch": tpt, "at_tpt": at, "end": seed_values[-1],
                      "change": seed_values[-1] - at})
     return {"per_seed": rows, "change": spread([r["change"] for r in rows])} if rows else None
+
+
+# What onset_to_end follows through the terminal phase of runs whose features exist only at a
+# few checkpoints (feature_epochs="phase").
+PHASE_CHANGE_KEYS = {
+    **RECOVERY_KEYS,
+    "recovery.test_cluster_acc_true_coarse": "test clustered within true super-class (c)",
+    "nc.coarse.nc1": "NC1 coarse", **SEPARATION_KEYS,
+}
+
+
+def onset_to_end(results: list[dict[str, Any]],
+                 paths: dict[str, str] | None = None) -> dict[str, Any]:
+    """Per measure: each run's value at its own terminal-phase onset and at its end, and the
+    change with its spread and Student-t 95% interval over runs (runs out of the phase are left
+    out). Each run's onset is read as `phase.terminal_phase_of` reads it, and its history must
+    hold an entry at that epoch."""
+    paths = PHASE_CHANGE_KEYS if paths is None else paths
+    phases = [phase.terminal_phase_of(r) for r in results]
+    runs = [(r, p["onset_epoch"]) for r, p in zip(results, phases, strict=True) if p["reached"]]
+    out: dict[str, Any] = {"seeds": [config_of(r, "seed") for r, _ in runs],
+                           "onset_epoch": [onset for _, onset in runs],
+                           "end_epoch": [r["history"][-1]["epoch"] for r, _ in runs],
+                           "left_out_seeds": [config_of(r, "seed") for r, p
+                                              in zip(results, phases, strict=True)
+                                              if not p["reached"]],
+                           "interval": "Student-t 95% over runs (seeds), sd ddof=1",
+                           "measures": {}}
+    for path, label in paths.items():
+        at, end = [], []
+        for res, onset in runs:
+            entry = {h["epoch"]: h for h in res["history"]}.get(onset)
+            if entry is None:
+                raise ValueError(f"results of seed {config_of(res, 'seed')}: no history entry "
+                                 f"at its terminal-phase onset (epoch {onset}); extract its "
+                                 f"features there (feature_epochs='phase' does)")
+            at.append(value(entry, path))
+            end.append(value(res["history"][-1], path))
+        change = [b - a for a, b in zip(at, end, strict=True)]
+        out["measures"][path] = {"label": label, "at_onset": at, "end": end, "change": change,
+                                 "change_spread": spread(change),
+                                 "change_t95": t_interval(change)}
+    return out
 
 
 def change_frame(changes: dict[str, Any], labels: dict[str, str]) -> pd.DataFrame:

@@ -384,3 +384,29 @@ def test_the_sweep_archive_under_figures_is_committed_not_ignored() -> None:
     assert ignored.returncode == 1
     assert subprocess.run(["git", "check-ignore", "-q", "runs/x/results.json"],
                           cwd=repo).returncode == 0
+
+
+def test_onset_to_end_reads_each_run_at_its_own_onset_with_a_t_interval() -> None:
+    def run(seed: int, onset: int, a_at: float, a_end: float, reached: bool = True) -> dict:
+        accs = [0.5, 0.999 if reached else 0.99, 1.0]
+        hist = [{"epoch": 0, "recovery": {"test_acc_true_coarse": 0.6}},
+                {"epoch": onset, "recovery": {"test_acc_true_coarse": a_at}},
+                {"epoch": 40, "recovery": {"test_acc_true_coarse": a_end}}]
+        return {"config": {"seed": seed}, "history": hist,
+                "clean_train": {"coarse": {"epochs": [12, onset, 40], "accs": accs}}}
+
+    runs = [run(0, 16, 0.95, 0.94), run(1, 18, 0.96, 0.94), run(2, 14, 0.95, 0.92),
+            run(3, 16, 0.9, 0.9, reached=False)]
+    out = ex.onset_to_end(runs, {"recovery.test_acc_true_coarse": "(a)"})
+    m = out["measures"]["recovery.test_acc_true_coarse"]
+    assert (out["seeds"], out["onset_epoch"], out["left_out_seeds"]) == ([0, 1, 2], [16, 18, 14],
+                                                                        [3])
+    assert m["change"] == pytest.approx([-0.01, -0.02, -0.03])
+    assert m["change_spread"]["mean"] == pytest.approx(-0.02)
+    assert m["change_spread"]["sd"] == pytest.approx(0.01)
+    # t(0.975, 2) = 4.3027: half-width 4.3027 * 0.01 / sqrt(3).
+    half = 4.302652729911275 * 0.01 / math.sqrt(3)
+    assert m["change_t95"] == pytest.approx((-0.02 - half, -0.02 + half))
+    runs[0]["history"].pop(1)
+    with pytest.raises(ValueError, match="seed 0: no history entry at its terminal-phase onset"):
+        ex.onset_to_end(runs, {"recovery.test_acc_true_coarse": "(a)"})
