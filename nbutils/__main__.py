@@ -15,6 +15,7 @@ from nbutils import carry, results, run_index, stages, verify
 from nbutils.analysis import feature_norm_ablation
 from nbutils.config import PARAMETERS, PROFILES, resolve
 from nbutils.distributed import preflight
+from nbutils.experiments import onset_to_end
 from nbutils.features_api import analyze_features_file, summary_lines
 from nbutils.paths import FIGURES_DIR, REPO
 from nbutils.plots import render_run
@@ -25,6 +26,7 @@ from nbutils.runs import (
     RunLocked,
     check_run_dir,
     create_run,
+    load_json,
     load_run,
     save_json,
 )
@@ -240,6 +242,13 @@ def cmd_seeds(args: argparse.Namespace) -> None:
     summary = write_seeds([Path(d) for d in args.run_dirs], Path(args.out))
     print(f"{args.out}: profile {summary['profile']}, seeds {summary['seeds']}, "
           f"{len(summary['summary'])} quantities")
+    records = [load_json(Path(d) / "results.json") for d in args.run_dirs]
+    if all(r.get("clean_train") for r in records):
+        # Runs whose phase was logged during training: what changes from onset to end.
+        path = Path(args.out).with_name("phase_change.json")
+        change = onset_to_end(records)
+        save_json(path, change)
+        print(f"{path}: onset to end over seeds {change['seeds']}")
 
 
 def cmd_runs_index(args: argparse.Namespace) -> None:
