@@ -19,7 +19,7 @@ from nbutils.runs import (
     versions,
 )
 from nbutils.seeds import flatten
-from nbutils.stats import bootstrap_count_ci, count_of
+from nbutils.stats import bootstrap_count_ci, count_of, t_interval
 
 PAPER_TEST_ACC = 0.93
 NC_KEYS = ("nc1", "nc1_unnormalised", "nc2_equinorm", "nc2_equiangular", "nc2_etf_distance",
@@ -28,7 +28,8 @@ NC_KEYS = ("nc1", "nc1_unnormalised", "nc2_equinorm", "nc2_equiangular", "nc2_et
 Cell = Callable[..., str]
 N_BOOT, CI_SEED = 1000, 0
 CI95_METHOD = (f"percentile bootstrap over images, {N_BOOT} resamples, seed {CI_SEED}; test-set "
-               "sampling only (train-set for train accuracies), not seed-to-seed spread")
+               "sampling only (train-set for train accuracies), with the k-means clusters fixed "
+               "(not refit per resample), not seed-to-seed spread")
 _TRAIN, _TEST = "train_size", "test_size"
 # (block, ((accuracy key, the results key of the number of images it averages over), ...))
 CI_KEYS: tuple[tuple[tuple[str, ...], tuple[tuple[str, str], ...]], ...] = (
@@ -211,9 +212,18 @@ def _acc(*path: str) -> Cell:
         stat = _seed_stat(seeds, ".".join(path))
         if stat is None:
             return "-"
-        spread = "" if stat["sd"] is None else f" ± {100 * stat['sd']:.1f}"
-        return _pct(stat["mean"]) + spread + _fewer(seeds, stat) + _interval(block, path[-1])
+        return _pct(stat["mean"]) + _seed_spread(stat, 100, ".1f") + _fewer(seeds, stat)
     return cell
+
+
+def _seed_spread(stat: dict[str, Any], scale: float, fmt: str) -> str:
+    """' ± sd [t-interval over seeds]' of a seeds summary entry; '' for a quantity that does
+    not vary over seeds (a deterministic control such as raw pixels) or has one seed."""
+    if stat["sd"] is None or stat["sd"] == 0:
+        return ""
+    ci = t_interval(stat["values"])
+    interval = "" if ci is None else f" [{scale * ci[0]:{fmt}}, {scale * ci[1]:{fmt}}]"
+    return f" ± {scale * stat['sd']:{fmt}}{interval}"
 
 
 def _number(*paths: str, fmt: str = ".3f") -> Cell:
@@ -224,8 +234,7 @@ def _number(*paths: str, fmt: str = ".3f") -> Cell:
             stat = _seed_stat(seeds, dotted)
             if stat is None:
                 return "-"
-            spread = "" if stat["sd"] is None else f" ± {stat['sd']:{fmt}}"
-            return f"{stat['mean']:{fmt}}{spread}{_fewer(seeds, stat)}"
+            return f"{stat['mean']:{fmt}}{_seed_spread(stat, 1, fmt)}{_fewer(seeds, stat)}"
         *head, key = dotted.split(".")
         value = (_section(res, tuple(head)) or {}).get(key)
         return "-" if value is None else f"{value:{fmt}}"
@@ -330,9 +339,10 @@ def _column_head(profile: str, res: dict[str, Any] | None, seeds: dict[str, Any]
 def _footnotes(found: dict[str, dict], seeds: dict[str, dict | None]) -> list[str]:
     """The lines under the README table: intervals, seed spreads, numbers not recomputed."""
     notes = []
-    methods = {res["ci95_method"] for res in found.values() if "ci95_method" in res}
+    methods = {res["ci95_method"] for p, res in found.items()
+               if "ci95_method" in res and seeds.get(p) is None}
     if methods:
-        notes.append(f"[..]: 95% interval, {' / '.join(sorted(methods))}.")
+        notes.append(f"[..] beside a single run: 95% interval, {' / '.join(sorted(methods))}.")
     notes.append("Training wall time: the sum of the epoch times of both models, so it also "
                  "counts any other work that shared the machine; not a speed benchmark.")
     for p, s in seeds.items():
@@ -341,11 +351,12 @@ def _footnotes(found: dict[str, dict], seeds: dict[str, dict | None]) -> list[st
         listed = ", ".join(str(x) for x in s["seeds"])
         notes.append(
             f"`{p}`: mean ± sample standard deviation (ddof=1, in percentage points for "
-            f"accuracies) over the {len(s['seeds'])} training seeds {listed}, (n=k) where a "
-            f"quantity rests on fewer seeds (measured only by later runs); the [..] intervals "
-            f"and the wall time are those of the seed-{found[p]['seed']} run alone "
-            f"(`figures/{p}/results.json`), its test-set (train-set for train accuracies) "
-            f"bootstrap intervals.")
+            f"accuracies) over the {len(s['seeds'])} training seeds {listed}, and in [..] the "
+            f"Student-t 95% interval of the mean over those seeds (the spread over training "
+            f"seeds, not over images); no spread where every seed gives the same value (raw "
+            f"pixels do not depend on the training seed); (n=k) where a quantity rests on fewer "
+            f"seeds (measured only by later runs). The wall time is the seed-{found[p]['seed']} "
+            f"run's alone (`figures/{p}/results.json`).")
     for p, res in found.items():
         if "ci95_method" not in res:
             notes.append(f"`{p}`: no [..] intervals; its results.json predates them "

@@ -26,7 +26,7 @@ from nbutils.results import (
 )
 from nbutils.runs import save_json
 from nbutils.seeds import summarise_seeds
-from nbutils.stats import bootstrap_count_ci
+from nbutils.stats import bootstrap_count_ci, t_interval
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -143,7 +143,7 @@ def test_readme_table_variants_intervals_and_footnotes(tmp_path: Path) -> None:
     assert rows["recovered 10-way test (c): test clustered within true coarse"].endswith(
         "| - |  |")
     assert "`cpu`: w=16, 30 epochs, cpu" in table
-    assert f"[..]: 95% interval, {CI95_METHOD}." in table
+    assert f"[..] beside a single run: 95% interval, {CI95_METHOD}." in table
     assert "Training wall time: the sum of the epoch times of both models" in table
     assert ("`paper`: - where a value was not recomputed: `recovery.test_cluster_acc_true_coarse`, "
             "`recovery.test_cluster_acc_pred_coarse`, `recovery.nmi_within_superclass`. Each was "
@@ -155,12 +155,13 @@ def test_readme_table_with_seeds(tmp_path: Path) -> None:
     table = readme_table(publish_figures(tmp_path, seeds=True))
     assert "`cpu`: w=16, 30 epochs, 3 seeds, mean ± sd" in table
     b_row = next(line for line in table.splitlines() if "(b): train centroids" in line)
-    # Mean 0.8877 and sd 0.0024 over seeds; the interval is seed 0's own.
-    seed0 = cpu_runs()[0]["recovery"]["ci95"]["test_acc_pred_coarse"]
-    assert f"| 88.8% ± 0.2 [{100 * seed0[0]:.1f}, {100 * seed0[1]:.1f}] |" in b_row
+    # Mean 0.8877 and sd 0.0024 over seeds; the interval is the t interval over the 3 seeds.
+    values = [r["recovery"]["test_acc_pred_coarse"] for r in cpu_runs()]
+    low, high = t_interval(values)
+    assert f"| 88.8% ± 0.2 [{100 * low:.1f}, {100 * high:.1f}] |" in b_row
     assert "mean ± sample standard deviation (ddof=1" in table
-    assert "training seeds 0, 1, 2, (n=k) where a quantity rests on fewer seeds" in table
-    assert "the [..] intervals and the wall time are those of the seed-0 run alone" in table
+    assert "Student-t 95% interval of the mean over those seeds" in table
+    assert "The wall time is the seed-0 run's alone" in table
     assert "`figures/cpu/seeds.json`" in table
 
 
@@ -232,3 +233,13 @@ def test_variants_figure_with_every_variant() -> None:
     assert drawn[2][0] == 0.97 and drawn[3][0] == 0.92 and drawn[3][1] < 0.92 < drawn[3][2]
     assert not [t for t in fig.axes[0].texts if "computed" in t.get_text()]
     plt.close(fig)
+
+
+def test_a_quantity_every_seed_gives_alike_shows_no_spread() -> None:
+    from nbutils.results import _seed_spread
+
+    assert _seed_spread({"sd": 0.0, "values": [0.645] * 3}, 100, ".1f") == ""
+    assert _seed_spread({"sd": None, "values": [0.645]}, 100, ".1f") == ""
+    # Values 0.1, 0.2, 0.3: sd 0.1, t(0.975, 2) * 0.1 / sqrt(3) = 0.2484 around 0.2.
+    assert _seed_spread({"sd": 0.1, "values": [0.1, 0.2, 0.3]}, 1, ".3f") == \
+        " ± 0.100 [-0.048, 0.448]"
