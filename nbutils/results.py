@@ -268,7 +268,7 @@ ROWS: tuple[tuple[str, Cell], ...] = (
     ("training wall time (coarse + baseline)", _wall),
 )
 PAPER_ROW = "**recovered 10-way test (b): train centroids, predicted coarse**"
-README_PROFILES = ("cpu", "paper")
+README_PROFILES = ("cpu", "full", "paper")
 README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
 
 
@@ -327,13 +327,25 @@ def _load_seeds(folder: Path, res: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _column_head(profile: str, res: dict[str, Any] | None, seeds: dict[str, Any] | None) -> str:
-    """The README column head of one profile."""
+    """The README column head of one profile, with whether its runs hold the terminal phase."""
     if res is None:
         return f"`{profile}`: no run committed yet"
+    augment = "" if res["config"].get("augment", True) else ", no augmentation"
     if seeds is None:
-        return f"`{profile}`: w={res['width']}, {res['epochs']} epochs, {res['device']}"
-    return (f"`{profile}`: w={res['width']}, {res['epochs']} epochs, {len(seeds['seeds'])} seeds, "
-            f"mean ± sd")
+        return (f"`{profile}`: w={res['width']}, {res['epochs']} epochs{augment}, "
+                f"{res['device']}, {_phase_words(res)}")
+    return (f"`{profile}`: w={res['width']}, {res['epochs']} epochs{augment}, "
+            f"{len(seeds['seeds'])} seeds, mean ± sd, {seeds['in_phase']} of "
+            f"{len(seeds['seeds'])} in the terminal phase")
+
+
+def _phase_words(res: dict[str, Any]) -> str:
+    """'in the terminal phase from epoch N' or 'before the terminal phase' for one run."""
+    found = res.get("terminal_phase")
+    if not found or not found["reached"]:
+        return "before the terminal phase"
+    return (f"in the terminal phase from epoch {found['onset_epoch']} "
+            f"({100 * found['held_fraction']:.0f}% of training)")
 
 
 def _footnotes(found: dict[str, dict], seeds: dict[str, dict | None]) -> list[str]:
@@ -383,6 +395,12 @@ def readme_table(figures_dir: Path) -> str:
     found = {p: load_json(figures_dir / p / "results.json") for p in README_PROFILES
              if (figures_dir / p / "results.json").is_file()}
     seeds = {p: _load_seeds(figures_dir / p, res) for p, res in found.items()}
+    for p, summary in seeds.items():
+        if summary is not None:
+            runs = [figures_dir / p / "results.json",
+                    *sorted((figures_dir / p).glob("seeds/*/results.json"))]
+            summary["in_phase"] = sum(bool((load_json(f).get("terminal_phase") or {})
+                                           .get("reached")) for f in runs)
     heads = [_column_head(p, found.get(p), seeds.get(p)) for p in README_PROFILES]
     lines = ["| quantity | " + " | ".join(heads) + " | paper (Yang et al. 2023, w=64, GPU) |",
              "| --- |" + " --- |" * (len(heads) + 1)]
