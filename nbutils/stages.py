@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from nbutils import analysis, features, narrative, results
+from nbutils import analysis, features, narrative, report, results
 from nbutils.config import RunConfig, resolve
 from nbutils.paths import FIGURES_DIR, REPO
 from nbutils.runs import (
@@ -194,8 +194,8 @@ def publish_figures(cfg: RunConfig, dest: Path) -> list[Path]:
 def publish(cfg: RunConfig, dest: Path) -> Path:
     """Copy figures, results and the small logs of a run to `dest` (e.g. figures/cpu).
 
-    Publishing into the repository's figures/ also rebuilds the README's results table, unless
-    the profile's seeds.json predates this run: then it says how to rebuild both.
+    The README and docs are not touched: `python -m nbutils readme` rebuilds them from the
+    published files, and tests/test_docs.py fails while they are out of step.
     """
     run = Path(cfg.run_dir)
     dest.mkdir(parents=True, exist_ok=True)
@@ -204,20 +204,21 @@ def publish(cfg: RunConfig, dest: Path) -> Path:
     for rel in PUBLISHED_LOGS:
         if (run / rel).is_file():
             copy_atomic(run / rel, dest / "logs" / rel)
-    if dest.resolve().parent == FIGURES_DIR.resolve():
-        try:
-            refresh_docs()
-        except results.StaleSeeds as err:
-            print(f"{err}; then `python -m nbutils readme` rebuilds the README and docs",
-                  file=sys.stderr)
+    if dest.resolve().is_relative_to(FIGURES_DIR.resolve()):
+        print(f"published to {dest}; `python -m nbutils seeds` (for a profile with seeds) and "
+              f"`python -m nbutils readme` bring the README and docs up to date",
+              file=sys.stderr)
     return dest
 
 
 def refresh_docs() -> list[Path]:
-    """Rebuild the README's results table and the generated paragraphs of the docs."""
+    """Rebuild the README's results table and the generated paragraphs of the docs, then fill
+    every number token of the README and docs/*.md from the results files."""
     changed = [path for path, update in (
         (REPO / "README.md", results.update_readme),
-        (REPO / "docs" / "results.md", narrative.update_docs),
         (REPO / "docs" / "experiments.md", narrative.update_experiments_docs))
         if update(path, FIGURES_DIR)]
+    for path in (REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))):
+        if report.render_file(path) and path not in changed:
+            changed.append(path)
     return changed

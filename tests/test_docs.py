@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from nbutils.narrative import EXPERIMENT_MARKERS, EXPERIMENT_SECTIONS, MARKERS, profile_summary
+from nbutils import report
+from nbutils.narrative import EXPERIMENT_MARKERS, EXPERIMENT_SECTIONS
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = sorted((REPO / "docs").glob("*.md"))
@@ -36,17 +37,18 @@ def anchors(path: Path) -> set[str]:
             if line.startswith("#")}
 
 
-def test_results_md_summaries_match_committed_results() -> None:
-    text = (REPO / "docs" / "results.md").read_text()
-    found = {m.group(1): m.group(0) for m in MARKERS.finditer(text)}
-    assert set(found) == {"cpu", "paper"}
-    for profile, block in found.items():
-        body = block.split("-->\n", 1)[1].rsplit("\n<!--", 1)[0]
-        assert body == profile_summary(REPO / "figures", profile), (
-            f"docs/results.md summary of {profile} is stale: run "
-            "python -c \"from nbutils.narrative import update_docs; "
-            "update_docs('docs/results.md', 'figures')\""
-        )
+@pytest.mark.parametrize("doc", USER_DOCS, ids=lambda p: str(p.relative_to(REPO)))
+def test_every_number_token_is_up_to_date(doc: Path) -> None:
+    text = doc.read_text()
+    assert report.render(text) == text, (
+        f"{doc.name}: a number token is stale or not yet rendered: run python -m nbutils readme")
+
+
+@pytest.mark.parametrize("name", report.TOKENISED)
+def test_tokenised_documents_state_no_number_by_hand(name: str) -> None:
+    found = report.untokenised_numbers((REPO / name).read_text())
+    assert not found, (f"{name}: result-like numbers outside a {{{{source:path|format}}}} "
+                       f"token: {found}")
 
 
 def test_protocol_sections_are_numbered_as_cited() -> None:

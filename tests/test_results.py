@@ -174,7 +174,7 @@ def test_readme_table_refuses_stale_seeds(tmp_path: Path) -> None:
         readme_table(root)
 
 
-def test_publishing_a_new_seed_0_says_how_to_rebuild_stale_seeds(
+def test_publishing_leaves_the_docs_alone_and_says_how_to_rebuild_them(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
     from nbutils import stages
     from nbutils.config import resolve
@@ -184,11 +184,13 @@ def test_publishing_a_new_seed_0_says_how_to_rebuild_stale_seeds(
     new["recovery"]["test_acc_pred_coarse"] = 0.5
     save_json(tmp_path / "run" / "results.json", new)
     monkeypatch.setattr(stages, "FIGURES_DIR", root)
-    monkeypatch.setattr(stages, "refresh_docs", lambda: readme_table(root))
+    monkeypatch.setattr(stages, "refresh_docs", lambda: pytest.fail("publish rebuilt the docs"))
     stages.publish(resolve("ci", run_dir=str(tmp_path / "run")), root / "cpu")
     assert json.loads((root / "cpu" / "results.json").read_text()) == new
     err = capsys.readouterr().err
-    assert "rebuild it with `python -m nbutils seeds`" in err and "nbutils readme" in err
+    assert "python -m nbutils seeds" in err and "python -m nbutils readme" in err
+    with pytest.raises(StaleSeeds):
+        readme_table(root)
 
 
 def test_markdown_table_shows_intervals() -> None:

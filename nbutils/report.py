@@ -1,0 +1,201 @@
+"""Numbers in hand-written prose, each a token resolved from a committed results file.
+
+A writer puts `{{source:dotted.path|format}}` where a number belongs, e.g.
+`{{cpu_seeds:summary.recovery.test_acc_pred_coarse.mean|pct}}`; `render` replaces it by
+`<!--t cpu_seeds:summary.recovery.test_acc_pred_coarse.mean|pct-->88.5%<!--/t-->`, which
+markdown shows as the number alone, and re-rendering refreshes every such span from the files.
+`python -m nbutils readme` renders the README and docs/*.md in place; tests/test_docs.py fails
+while a rendered document differs from what its files give now, and on a result-like number
+written outside a token in a document listed in TOKENISED.
+
+- SOURCES names the results files a token may read (paths from the repository root).
+- `lookup` is the one reader of dotted keys into those files: a key may itself hold dots (the
+  summaries of seeds.json are keyed `recovery.test_acc_pred_coarse`), and integers index lists.
+- FORMATS says how a value is written: a fraction as a percentage, points, a plain number.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from nbutils.paths import REPO
+from nbutils.runs import atomic_write, load_json
+from nbutils.stats import t_interval
+
+SOURCES: dict[str, str] = {
+    "cpu": "figures/cpu/results.json",
+    "cpu_seeds": "figures/cpu/seeds.json",
+    "paper": "figures/paper/results.json",
+    "full": "figures/full/results.json",
+    "full_seeds": "figures/full/seeds.json",
+    "full_phase": "figures/full/phase_change.json",
+    "feature_norms": "figures/cpu/feature_norms.json",
+    "amp_check": "figures/cpu/amp_check.json",
+    "tpt_pilot": "figures/tpt/pilot.json",
+    "dynamics": "figures/experiments/dynamics.json",
+    "grid": "figures/experiments/grid.json",
+    "hierarchies": "figures/experiments/hierarchies.json",
+    "split": "figures/experiments/split.json",
+    "synthetic": "figures/experiments/synthetic.json",
+    "synthetic_pilot": "figures/experiments/synthetic_pilot.json",
+}
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def _points(x: float) -> str:
+    return f"{100 * x:+.1f}"
+
+
+def _interval(x: Any) -> str:
+    low, high = _pair(x)
+    return f"[{100 * low:.1f}, {100 * high:.1f}]"
+
+
+def _interval_points(x: Any) -> str:
+    low, high = _pair(x)
+    return f"[{100 * low:+.1f}, {100 * high:+.1f}]"
+
+
+def _mean_sd(x: Any) -> str:
+    if not isinstance(x, dict) or "mean" not in x or "sd" not in x:
+        raise ValueError(f"format pm needs a {{mean, sd}} entry, got {x!r}")
+    return f"{100 * _number(x['mean']):.1f} ± {100 * _number(x['sd']):.1f}%"
+
+
+def _t95(x: Any) -> str:
+    if not isinstance(x, dict) or not isinstance(x.get("values"), list):
+        raise ValueError(f"format t95 needs a seeds-summary entry with 'values', got {x!r}")
+    ci = t_interval([_number(v) for v in x["values"]])
+    if ci is None:
+        raise ValueError("format t95 needs at least 2 values")
+    return _interval(ci)
+
+
+def _pair(x: Any) -> tuple[float, float]:
+    if not isinstance(x, (list, tuple)) or len(x) != 2:
+        raise ValueError(f"an interval format needs [low, high], got {x!r}")
+    return _number(x[0]), _number(x[1])
+
+
+def _number(x: Any) -> float:
+    if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
+        raise ValueError(f"needs a finite number, got {x!r}")
+    return float(x)
+
+
+FORMATS: dict[str, Callable[[Any], str]] = {
+    "pct": lambda x: _pct(_number(x)),            # 0.8853 -> 88.5%
+    "pp": lambda x: _points(_number(x)),          # a difference of fractions -> +1.2 (points)
+    "pm": _mean_sd,                               # {mean, sd} of fractions -> 88.5 ± 0.4%
+    "ci": _interval,                              # [low, high] of fractions -> [87.6, 89.5]
+    "ci_pp": _interval_points,                    # [low, high] of differences -> [-0.9, +0.1]
+    "t95": _t95,                                  # seeds entry -> Student-t 95% over seeds
+    "f2": lambda x: f"{_number(x):.2f}",
+    "f3": lambda x: f"{_number(x):.3f}",
+    "g3": lambda x: f"{_number(x):.3g}",
+    "int": lambda x: f"{round(_number(x)):,}",
+    "min": lambda x: f"{_number(x) / 60:.1f}",    # seconds -> minutes
+    "raw": str,
+}
+TOKEN = re.compile(r"\{\{\s*([a-z_0-9]+):([^|}]+?)(?:\|([a-z_0-9]+))?\s*\}\}")
+RENDERED = re.compile(r"<!--t ([a-z_0-9]+):([^|]+?)\|([a-z_0-9]+)-->(.*?)<!--/t-->", re.S)
+# Documents whose every result-like number must be a token (tests/test_docs.py).
+TOKENISED = ("README.md", "docs/results.md")
+
+
+class TokenError(ValueError):
+    """A token that names an unknown source, path or format."""
+
+
+def lookup(node: Any, dotted: str) -> Any:
+    """The value at `dotted` in a JSON tree; keys may contain dots, integers index lists."""
+    parts = dotted.split(".")
+    i = 0
+    while i < len(parts):
+        if isinstance(node, list):
+            try:
+                node, i = node[int(parts[i])], i + 1
+            except (ValueError, IndexError):
+                raise KeyError(".".join(parts[:i + 1])) from None
+            continue
+        if not isinstance(node, dict):
+            raise KeyError(".".join(parts[:i + 1]))
+        # The longest run of parts that is a key: seeds.json keys hold dots themselves.
+        for j in range(len(parts), i, -1):
+            key = ".".join(parts[i:j])
+            if key in node:
+                node, i = node[key], j
+                break
+        else:
+            raise KeyError(".".join(parts[:i + 1]))
+    return node
+
+
+def resolve_token(source: str, path: str, fmt: str, root: Path = REPO,
+                  cache: dict[str, Any] | None = None) -> str:
+    """The formatted value of one token; TokenError naming what is wrong."""
+    if source not in SOURCES:
+        raise TokenError(f"source: unknown {source!r}; allowed: {', '.join(SOURCES)}")
+    if fmt not in FORMATS:
+        raise TokenError(f"format: unknown {fmt!r} in {{{{{source}:{path}|{fmt}}}}}; "
+                         f"allowed: {', '.join(FORMATS)}")
+    cache = {} if cache is None else cache
+    if source not in cache:
+        cache[source] = load_json(Path(root) / SOURCES[source])
+    try:
+        value = lookup(cache[source], path.strip())
+        return FORMATS[fmt](value)
+    except (KeyError, ValueError) as err:
+        raise TokenError(f"{{{{{source}:{path}|{fmt}}}}}: {SOURCES[source]} gives no usable "
+                         f"value ({err})") from None
+
+
+def render(text: str, root: Path = REPO) -> str:
+    """`text` with every bare and every rendered token (re)filled from the results files."""
+    cache: dict[str, Any] = {}
+
+    def fill(source: str, path: str, fmt: str | None) -> str:
+        fmt = fmt or "pct"
+        value = resolve_token(source, path, fmt, root, cache)
+        return f"<!--t {source}:{path.strip()}|{fmt}-->{value}<!--/t-->"
+
+    text = RENDERED.sub(lambda m: fill(m.group(1), m.group(2), m.group(3)), text)
+    return TOKEN.sub(lambda m: fill(m.group(1), m.group(2), m.group(3)), text)
+
+
+def render_file(path: Path, root: Path = REPO) -> bool:
+    """Render a markdown file in place; whether it changed."""
+    path = Path(path)
+    old = path.read_text()
+    new = render(old, root)
+    if new != old:
+        atomic_write(path, lambda p: p.write_text(new))
+    return new != old
+
+
+# A number that states a result: a decimal, or a percentage. Integers (epochs, seeds, widths,
+# section numbers) are not results by themselves.
+RESULT_NUMBER = re.compile(r"(?<![\w./-])[-−+]?\d[\d,]*\.\d+\s?%?|(?<![\w./-])\d+(?:\.\d+)?%")
+# Stated in the paper or fixed by the protocol (hyper-parameters, the phase's threshold, the
+# intervals' level, chance), not measured here.
+ALLOWED = frozenset({"93%", "99.5%", "0.1", "0.01", "0.001", "5e-3", "5e-4", "5e-5", "0.9",
+                     "0.3", "0.6", "0.5", "0.75", "2306.17105", "3.10", "95%",
+                     "50%"})
+
+
+def untokenised_numbers(text: str) -> list[str]:
+    """Result-like numbers of a markdown text outside tokens, code, links, ALLOWED and the
+    README's results table (built from the same files by nbutils.results)."""
+    text = RENDERED.sub("", text)
+    text = re.sub(r"<!-- (results):start -->.*?<!-- \1:end -->", "", text, flags=re.S)
+    text = re.sub(r"```.*?```", "", text, flags=re.S)
+    text = re.sub(r"`[^`\n]*`", "", text)
+    text = re.sub(r"\]\([^)]*\)", "]", text)
+    return [m.strip() for m in RESULT_NUMBER.findall(text) if m.strip() not in ALLOWED]

@@ -1,0 +1,67 @@
+"""Number tokens in hand-written prose: one reader of dotted keys, formats, render and check."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from nbutils import report
+
+
+def test_lookup_reads_keys_with_dots_and_list_indices() -> None:
+    tree = {"summary": {"recovery.test_acc_pred_coarse": {"mean": 0.885, "values": [0.8, 0.9]}},
+            "runs": [{"a": {"b": 1}}, {"a": {"b": 2}}]}
+    assert report.lookup(tree, "summary.recovery.test_acc_pred_coarse.mean") == 0.885
+    assert report.lookup(tree, "summary.recovery.test_acc_pred_coarse.values.1") == 0.9
+    assert report.lookup(tree, "runs.1.a.b") == 2
+    for missing in ("summary.recovery.nope", "runs.5.a", "runs.x", "runs.0.a.b.c"):
+        with pytest.raises(KeyError):
+            report.lookup(tree, missing)
+
+
+@pytest.mark.parametrize("fmt, value, text", [
+    ("pct", 0.88534, "88.5%"), ("pp", -0.0043, "-0.4"), ("pm", {"mean": 0.874, "sd": 0.019},
+                                                         "87.4 ± 1.9%"),
+    ("ci", [0.876, 0.895], "[87.6, 89.5]"), ("ci_pp", [-0.009, 0.001], "[-0.9, +0.1]"),
+    ("f3", 0.26709, "0.267"), ("g3", 0.0047812, "0.00478"), ("int", 6000, "6,000"),
+    ("min", 3750.0, "62.5"), ("t95", {"values": [0.1, 0.2, 0.3]}, "[-4.8, 44.8]"),
+])
+def test_formats(fmt: str, value, text: str) -> None:
+    assert report.FORMATS[fmt](value) == text
+
+
+def _root(tmp_path: Path, value: float) -> Path:
+    (tmp_path / "figures" / "cpu").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "figures" / "cpu" / "results.json").write_text(
+        json.dumps({"recovery": {"test_acc_pred_coarse": value}}))
+    return tmp_path
+
+
+def test_a_token_renders_and_follows_its_file(tmp_path: Path) -> None:
+    text = "Recovery (b) is {{cpu:recovery.test_acc_pred_coarse|pct}} on test."
+    once = report.render(text, _root(tmp_path, 0.885))
+    assert once == ("Recovery (b) is <!--t cpu:recovery.test_acc_pred_coarse|pct-->88.5%"
+                    "<!--/t--> on test.")
+    assert report.render(once, tmp_path) == once
+    assert report.untokenised_numbers(once) == []
+    # A value changed under the document: rendering again gives another text.
+    again = report.render(once, _root(tmp_path, 0.9))
+    assert again != once and "90.0%" in again
+
+
+def test_a_bad_token_names_what_is_wrong(tmp_path: Path) -> None:
+    root = _root(tmp_path, 0.885)
+    with pytest.raises(report.TokenError, match="source: unknown 'cpx'"):
+        report.render("{{cpx:recovery.x|pct}}", root)
+    with pytest.raises(report.TokenError, match="format: unknown 'percent'"):
+        report.render("{{cpu:recovery.test_acc_pred_coarse|percent}}", root)
+    with pytest.raises(report.TokenError, match="gives no usable value"):
+        report.render("{{cpu:recovery.test_acc_true_coarse|pct}}", root)
+
+
+def test_untokenised_result_numbers_are_found_outside_code_links_and_the_allow_list() -> None:
+    text = ("Recovery is 88.5% and NC1 0.267, over 3 seeds of 30 epochs (lr 0.1, the paper's 93%)."
+            "\n\n```bash\necho 97.4%\n```\n`0.5` and [a](figures/0.25.png)")
+    assert report.untokenised_numbers(text) == ["88.5%", "0.267"]
