@@ -20,7 +20,7 @@ from typing import Any
 from nbutils.data import NUM_FINE, class_names, coarse_mapping
 from nbutils.phase import HOLD, THRESHOLD, terminal_phase_of
 from nbutils.results import PAPER_TEST_ACC
-from nbutils.runs import atomic_write, load_json
+from nbutils.runs import UNRECORDED_AMP, atomic_write, load_json
 from nbutils.stats import spread, t_interval
 
 PAPER_WIDTH = 64
@@ -603,7 +603,7 @@ UNRECORDED = "unrecorded precision"
 
 def _precision_name(amp: Any) -> str:
     """'float32', 'bf16 autocast', or 'unrecorded precision' for a row's `amp` entry."""
-    if not isinstance(amp, str):
+    if not isinstance(amp, str) or amp == UNRECORDED_AMP:
         return UNRECORDED
     return PRECISIONS.get(amp, f"{amp} autocast")
 

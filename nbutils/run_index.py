@@ -22,7 +22,7 @@ import pandas as pd
 from nbutils import phase
 from nbutils.config import steps_per_epoch
 from nbutils.experiments import value
-from nbutils.runs import load_json
+from nbutils.runs import UNRECORDED_AMP, load_json
 
 COLUMNS = (
     "experiment", "mapping", "lr", "weight_decay", "seed", "width", "train_per_class",
@@ -48,12 +48,9 @@ PATHS = {
 }
 
 
-UNRECORDED = "unrecorded"
-
-
 def _complete(row: dict[str, Any]) -> dict[str, Any]:
-    """`row` in COLUMNS order, NaN for every column it lacks (`amp`: UNRECORDED)."""
-    return {col: row.get(col, UNRECORDED if col == "amp" else math.nan) for col in COLUMNS}
+    """`row` in COLUMNS order, NaN for every column it lacks (`amp`: UNRECORDED_AMP)."""
+    return {col: row.get(col, UNRECORDED_AMP if col == "amp" else math.nan) for col in COLUMNS}
 
 
 def _phase_columns(reached: bool, onset_epoch: int | None, per_epoch: int) -> dict[str, Any]:
@@ -77,7 +74,7 @@ def run_row(res: dict[str, Any], experiment: str) -> dict[str, Any]:
     tpt = phase.terminal_phase_of(res)
     return _complete({
         "experiment": experiment, "mapping": str(cfg["mapping"]), **_recipe_columns(cfg),
-        "amp": res.get("amp") or UNRECORDED,
+        "amp": res.get("amp") or UNRECORDED_AMP,
         "final_clean_coarse_train_acc": res["history"][-1]["coarse_train_acc"],
         **_phase_columns(tpt["reached"], tpt["onset_epoch"], steps_per_epoch(cfg)),
         **{col: value(res, path) for col, path in PATHS.items()}})
@@ -95,7 +92,7 @@ def split_row(res: dict[str, Any], model: str) -> dict[str, Any]:
     final, tpt = part["history"][-1], part["phase"]
     return _complete({
         "experiment": f"split-{model}", "mapping": "halves", **_recipe_columns(cfg),
-        "amp": part.get("amp") or UNRECORDED,
+        "amp": part.get("amp") or UNRECORDED_AMP,
         "final_clean_coarse_train_acc": final["own_train_acc"],
         **_phase_columns(tpt["reached"], tpt["onset_epoch"], steps_per_epoch(cfg)),
         "recovery_train": final["train_cluster_acc"],
@@ -132,7 +129,7 @@ def experiment_rows(path: Path) -> list[dict[str, Any]]:
     if path.name == "synthetic.json":
         return [synthetic_row(r, data) for r in data.get("runs", [])]
     # Rows stored before the precision was recorded hold null (or NaN) there.
-    return [{**row, "amp": row["amp"] if isinstance(row.get("amp"), str) else UNRECORDED}
+    return [{**row, "amp": row["amp"] if isinstance(row.get("amp"), str) else UNRECORDED_AMP}
             for row in data.get("runs", [])]
 
 

@@ -100,6 +100,10 @@ def load_json(path: Path, remedy: str = "delete it and re-run the stage that wri
         raise ArtifactError(f"{path} is truncated or corrupt ({err}); {remedy}") from err
 
 
+# The `amp` of a run trained before its precision was recorded (runs.csv, narratives).
+UNRECORDED_AMP = "unrecorded"
+
+
 class UnsafeCheckpoint(ArtifactError):
     """A checkpoint whose pickle names globals outside SAFE_GLOBALS: it is never unpickled."""
 
