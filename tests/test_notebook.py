@@ -71,3 +71,10 @@ def test_papermill_run_with_a_misspelt_parameter_fails_before_any_work(tmp_path:
                             parameters={"eopchs": 5, "run_dir": str(tmp_path / "none")},
                             kernel_name="python3", progress_bar=False)
     assert not (tmp_path / "none").exists()
+
+
+def test_the_training_notebook_declares_every_run_parameter() -> None:
+    from nbutils.config import PARAMETERS
+
+    declared = set(pm.inspect_notebook(str(NOTEBOOK_DIR / "01_train.ipynb")))
+    assert set(PARAMETERS) <= declared, sorted(set(PARAMETERS) - declared)
