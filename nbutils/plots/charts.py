@@ -22,6 +22,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from nbutils.config import RunConfig
+from nbutils.phase import THRESHOLD
 from nbutils.results import PAPER_TEST_ACC
 from nbutils.runs import atomic_write, figure_path
 
@@ -193,9 +194,11 @@ def _log_axis(ax: Axes) -> None:
 
 
 def plot_training_curves(logs: Mapping[str, Sequence[Mapping[str, Any]]]) -> Figure:
-    """Plot loss, accuracy and learning rate per epoch for each model (train solid, test dashed)."""
+    """Plot loss, accuracy and learning rate per epoch for each model (train solid, test dashed,
+    clean train accuracy dotted where it was logged, with the terminal phase's threshold)."""
     fig, (ax_loss, ax_acc, ax_lr) = _grid(3, 3, (4.0, 3.0))
     colours = coarse_palette(max(len(logs), 1))
+    clean_logged = False
     for (name, log), colour in zip(logs.items(), colours, strict=False):
         epochs = _series(log, "epoch")
         for split, style in (("train", "-"), ("test", "--")):
@@ -205,7 +208,17 @@ def plot_training_curves(logs: Mapping[str, Sequence[Mapping[str, Any]]]) -> Fig
                 # Epochs without a test evaluation (eval_every > 1) are left out, not gaps.
                 kept = np.isfinite(values)
                 ax.plot(epochs[kept], values[kept], style, color=colour, label=label)
+        clean = _series(log, "clean_train_acc")
+        kept = np.isfinite(clean)
+        if kept.any():
+            # Logged at checkpoints with clean_train_eval: what the terminal phase is read from.
+            ax_acc.plot(epochs[kept], clean[kept], "o:", color=colour, markersize=3,
+                        label=f"{name}, train (eval mode, clean)")
+            clean_logged = True
         ax_lr.plot(epochs, _series(log, "lr"), "-", color=colour, label=name)
+    if clean_logged:
+        ax_acc.axhline(THRESHOLD, color="grey", linewidth=0.8, linestyle="-.",
+                       label=f"terminal phase ({100 * THRESHOLD:.1f}%)")
     ax_loss.set(title="Loss", xlabel="epoch", ylabel="cross-entropy")
     ax_acc.set(title="Accuracy", xlabel="epoch", ylabel="accuracy")
     _percent_axis(ax_acc)
