@@ -283,7 +283,9 @@ def next_epoch_estimate(measured: list[float], log: list[dict]) -> float:
     recent = measured[1:][-3:] or measured[-3:]
     if recent:
         return max(recent)
-    logged = [row["seconds"] for row in log[-3:] if row.get("seconds") is not None]
+    # A checkpoint epoch's clean train pass is logged apart from its `seconds`.
+    logged = [row["seconds"] + row.get("clean_eval_seconds", 0.0) for row in log[-3:]
+              if row.get("seconds") is not None]
     return max(logged, default=0.0)
 
 
