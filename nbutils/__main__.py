@@ -20,6 +20,7 @@ from nbutils.features_api import analyze_features_file, summary_lines
 from nbutils.paths import FIGURES_DIR, REPO
 from nbutils.plots import render_run
 from nbutils.reproduce import EXPERIMENTS, NotebookFailed, reproduce, run_experiments
+from nbutils.run_data import load_run_data
 from nbutils.runs import (
     ArtifactError,
     RunConfigMismatch,
@@ -31,7 +32,6 @@ from nbutils.runs import (
     save_json,
 )
 from nbutils.seeds import write_seeds
-from nbutils.train import load_run_data
 
 
 def parse_set(items: list[str]) -> dict[str, Any]:

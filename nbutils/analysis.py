@@ -18,6 +18,7 @@ from nbutils.data import class_names, mapping_table, stratified_subset
 from nbutils.features import feature_epochs, load_features
 from nbutils.progress import tqdm
 from nbutils.recovery import Recovery, raw_pixel_features, recover_fine_labels
+from nbutils.run_data import RunData
 from nbutils.runs import (
     compact_path,
     load_json,
@@ -27,7 +28,6 @@ from nbutils.runs import (
     save_json,
     save_npz,
 )
-from nbutils.train import RunData
 
 # The labels each model is trained on, against which its collapse is measured.
 LABELS_OF_MODEL = {"coarse": "coarse", "baseline": "fine"}

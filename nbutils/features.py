@@ -14,6 +14,7 @@ from nbutils.data import normalize, stats_tensors, to_tensor
 from nbutils.device import select_device
 from nbutils.phase import clean_train_curve, terminal_phase
 from nbutils.progress import tqdm
+from nbutils.run_data import RunData, load_run_data
 from nbutils.runs import (
     ArtifactError,
     checkpoint_path,
@@ -25,7 +26,7 @@ from nbutils.runs import (
     record_time,
     save_npz,
 )
-from nbutils.train import RunData, load_model, load_run_data
+from nbutils.train import load_model
 
 
 @torch.no_grad()

@@ -39,10 +39,10 @@ from nbutils.config import RunConfig
 from nbutils.data import class_names, mapping_table
 from nbutils.features import load_features
 from nbutils.recovery import normalize_features, raw_pixel_features, recover_fine_labels
+from nbutils.run_data import load_run_data
 from nbutils.runs import ArtifactError, load_json, load_run, run_lock, save_json
 from nbutils.stats import spread
 from nbutils.sweeps import comparable, finished
-from nbutils.train import load_run_data
 
 PAIRS_FILE = "pairs.json"
 SOURCES = {

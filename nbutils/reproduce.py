@@ -27,9 +27,9 @@ from nbutils import checks, cost, progress
 from nbutils.config import TRAINING_KEYS, RunConfig, resolve
 from nbutils.distributed import preflight
 from nbutils.paths import FIGURES_DIR, NOTEBOOK_DIR, REPO
+from nbutils.run_data import load_run_data
 from nbutils.runs import atomic_write, create_run, load_json, load_run, save_json
 from nbutils.stages import publish, publish_figures
-from nbutils.train import load_run_data
 
 NOTEBOOKS = ("01_train", "02_features", "03_collapse", "04_recovery", "05_umap")
 EXPERIMENTS = ("06_dynamics", "07_grid", "08_hierarchies", "09_split", "10_synthetic")

@@ -19,6 +19,7 @@ from typing import Any
 from nbutils import analysis, features, narrative, report, results
 from nbutils.config import RunConfig, resolve
 from nbutils.paths import FIGURES_DIR, REPO
+from nbutils.run_data import RunData, load_run_data
 from nbutils.runs import (
     atomic_write,
     compact_path,
@@ -28,7 +29,7 @@ from nbutils.runs import (
     model_dir,
     run_lock,
 )
-from nbutils.train import RunData, load_run_data, train_model
+from nbutils.train import train_model
 
 STAGES = ("train", "features", "collapse", "recovery", "umap", "publish")
 # What the published figures are drawn from; checkpoints and features are never copied.

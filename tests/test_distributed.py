@@ -16,8 +16,9 @@ import torch
 
 from nbutils.data import channel_stats, to_tensor
 from nbutils.models import ResNet18
+from nbutils.run_data import load_run_data
 from nbutils.runs import load_run, load_torch
-from nbutils.train import evaluate, load_model, load_run_data
+from nbutils.train import evaluate, load_model
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("NBUTILS_DATA") or REPO.parent / "shared" / "data" / "cifar10")

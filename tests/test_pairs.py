@@ -17,8 +17,8 @@ from nbutils.config import resolve
 from nbutils.data import save_cache
 from nbutils.features import load_features
 from nbutils.recovery import raw_pixel_features, recover_fine_labels
+from nbutils.run_data import load_run_data
 from nbutils.runs import ArtifactError, create_run, load_json, load_run
-from nbutils.train import load_run_data
 
 MOD5_PAIRS = ["airplane/dog", "automobile/frog", "bird/horse", "cat/ship", "deer/truck"]
 

@@ -23,8 +23,9 @@ from nbutils.config import PARAMETERS, resolve
 from nbutils.data import DataError, Split, save_cache
 from nbutils.distributed import check_world, preflight
 from nbutils.features import extract_run
+from nbutils.run_data import load_run_data
 from nbutils.runs import ArtifactError, RunConfigMismatch
-from nbutils.train import load_run_data, train_model
+from nbutils.train import train_model
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("NBUTILS_DATA") or REPO.parent / "shared" / "data" / "cifar10")

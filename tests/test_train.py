@@ -13,8 +13,9 @@ from nbutils.data import stats_tensors, to_tensor
 from nbutils.device import amp_dtype, select_device
 from nbutils.features import extract
 from nbutils.models import ResNet18
+from nbutils.run_data import load_run_data
 from nbutils.runs import checkpoint_path, load_json, load_torch
-from nbutils.train import evaluate, load_model, load_run_data, lr_at, train_model
+from nbutils.train import evaluate, load_model, lr_at, train_model
 
 
 @pytest.mark.parametrize("schedule", ["onecycle", "cosine", "step"])
