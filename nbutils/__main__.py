@@ -16,7 +16,6 @@ from nbutils.analysis import feature_norm_ablation
 from nbutils.config import PARAMETERS, PROFILES, resolve
 from nbutils.distributed import preflight
 from nbutils.experiments import onset_to_end
-from nbutils.features_api import analyze_features_file, summary_lines
 from nbutils.paths import FIGURES_DIR, REPO
 from nbutils.plots import render_run
 from nbutils.reproduce import EXPERIMENTS, NotebookFailed, reproduce, run_experiments
@@ -32,6 +31,7 @@ from nbutils.runs import (
     save_json,
 )
 from nbutils.seeds import write_seeds
+from nbutils.your_features import analyze_features_file, summary_lines
 
 
 def parse_set(items: list[str]) -> dict[str, Any]:
@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     feats = sub.add_parser("analyze-features", help="NC metrics and fine-label recovery of "
                                                     "your own network's features (an npz file)")
     feats.add_argument("file", metavar="FILE.npz", help="train_features, train_labels, "
-                       "test_features, test_labels, fine_to_coarse (see nbutils.features_api)")
+                       "test_features, test_labels, fine_to_coarse (see nbutils.your_features)")
     feats.add_argument("--out", help="output folder (default: FILE_analysis beside FILE.npz)")
     feats.add_argument("--n-init", dest="n_init", type=int, default=10)
     feats.add_argument("--seed", type=int, default=0)

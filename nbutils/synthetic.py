@@ -261,7 +261,7 @@ def separation_sweep(
     return out
 
 
-def run_row(run: dict[str, Any]) -> dict[str, Any]:
+def run_summary_row(run: dict[str, Any]) -> dict[str, Any]:
     """One run's record for the results file: terminal phase, recovery, NC1 at init and end."""
     first, last, phase = run["history"][0], run["history"][-1], run["terminal_phase"]
     return {"separation": run["separation"], "seed": run["seed"],
@@ -295,7 +295,7 @@ def summarise_sweep(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         stats |= {f"init_{k}": [r["history"][0][k] for r in group] for k in SYNTHETIC_KEYS}
         stats["input_recovery"] = [r["input_recovery"] for r in group]
         stats["input_nc1_coarse"] = [r["input_nc1_coarse"] for r in group]
-        stats["nc1_coarse_fall"] = [run_row(r)["nc1_coarse_fall"] for r in group]
+        stats["nc1_coarse_fall"] = [run_summary_row(r)["nc1_coarse_fall"] for r in group]
         stats["tpt_epoch"] = [r["terminal_phase"]["onset_epoch"] for r in group
                               if r["terminal_phase"]["reached"]]
         row |= {key: spread(values) for key, values in stats.items()}

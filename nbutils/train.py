@@ -98,7 +98,7 @@ def epoch_generator(cfg: RunConfig, epoch: int, device: torch.device) -> torch.G
     return torch.Generator(device).manual_seed(cfg.seed * 1_000_003 + epoch)
 
 
-def steps_per_epoch(n: int, cfg: RunConfig) -> int:
+def batches_per_epoch(n: int, cfg: RunConfig) -> int:
     """Optimiser steps in one epoch over `n` samples (the last batch may be smaller)."""
     return math.ceil(n / cfg.batch_size)
 
@@ -114,7 +114,7 @@ def train_epoch(
     gen = epoch_generator(cfg, epoch, dev)
     order = torch.randperm(len(labels), generator=gen, device=dev)[ddp.rank::ddp.world]
     per_rank = cfg.batch_size // ddp.world
-    steps = steps_per_epoch(len(labels), cfg)
+    steps = batches_per_epoch(len(labels), cfg)
     total = steps * cfg.epochs
     loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
     correct = torch.zeros((), dtype=torch.int64, device=dev)
@@ -167,7 +167,7 @@ def resume_state(cfg: RunConfig, epoch: int, model: torch.nn.Module,
             "log": log, "rng": rng_state(), "config": cfg.to_dict()}
 
 
-def restore(path: Path, cfg: RunConfig, model: torch.nn.Module,
+def restore_resume_state(path: Path, cfg: RunConfig, model: torch.nn.Module,
             opt: torch.optim.Optimizer) -> tuple[int, list]:
     """Load the resume state; returns (completed epochs, log so far).
 
@@ -331,7 +331,7 @@ def train_model(
     if ddp.main:
         clear_temporaries(out)
     if resume and last.is_file():
-        start, log = restore(last, cfg, model, opt)
+        start, log = restore_resume_state(last, cfg, model, opt)
         if ddp.main:
             print(f"[nbutils] {model_name}: resuming after epoch {start} of {cfg.epochs} "
                   f"from {last}", file=sys.stderr, flush=True)
@@ -348,7 +348,7 @@ def train_model(
         )
     if cfg.compile:
         net = torch.compile(net, mode=cfg.compile_mode)
-    steps = steps_per_epoch(len(y_tr), cfg)
+    steps = batches_per_epoch(len(y_tr), cfg)
     if ddp.main:
         save_json(out / "train_meta.json",
                   train_meta(out, start, dtype, device, ddp, data, model_name, len(y_tr),

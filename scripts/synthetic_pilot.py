@@ -44,7 +44,7 @@ from nbutils.synthetic import (
     input_nc1,
     input_recovery,
     make_mixture,
-    run_row,
+    run_summary_row,
     torch_threads,
     train_synthetic,
 )
@@ -78,14 +78,14 @@ CRITERIA = {"nc1_init_min": 1.0, "nc1_fall_min": 10.0, "terminal_phase": "reache
 
 def pilot_run(mixture: dict[str, Any], training: dict[str, Any], separation: float,
               seed: int) -> dict[str, Any]:
-    """One seeded training of a candidate: its run_row and the wall time it took."""
+    """One seeded training of a candidate: its run_summary_row and the wall time it took."""
     t0 = time.perf_counter()
     data = make_mixture(separation, seed=seed, **mixture)
     run = {"separation": separation, "seed": seed,
            "input_recovery": input_recovery(data, training["n_init"], seed,
                                             training["feature_norm"]),
            "input_nc1_coarse": input_nc1(data), **train_synthetic(data, seed=seed, **training)}
-    return {**run_row(run), "seconds": round(time.perf_counter() - t0, 1)}
+    return {**run_summary_row(run), "seconds": round(time.perf_counter() - t0, 1)}
 
 
 def judge(rows: list[dict[str, Any]]) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from test_experiments import fake_result
 
 from nbutils import experiments as ex
 from nbutils import narrative
-from nbutils.features_api import analyze_features
+from nbutils.your_features import analyze_features
 
 REPO = Path(__file__).resolve().parents[1]
 FORBIDDEN = ("end to end", "0.98 of", "gap", "reproduces")

@@ -15,7 +15,7 @@ from nbutils.phase import terminal_phase
 from nbutils.synthetic import (
     make_mixture,
     mixture_means,
-    run_row,
+    run_summary_row,
     separation_sweep,
     summarise_sweep,
     torch_threads,
@@ -132,7 +132,7 @@ def test_every_run_records_its_terminal_phase(sweep: list[dict]) -> None:
         assert phase == terminal_phase(list(range(TRAIN["epochs"] + 1)), accs)
         # Reached, after training began: at initialisation the accuracy is near chance.
         assert phase["reached"] and accs[0] < 0.6 and 0 < phase["onset_epoch"] <= 21
-        row = run_row(run)
+        row = run_summary_row(run)
         assert row["reached_terminal_phase"] and row["tpt_epoch"] == phase["onset_epoch"]
 
 
@@ -140,7 +140,7 @@ def test_a_run_that_does_not_fit_is_recorded_as_such() -> None:
     run = train_synthetic(make_mixture(0.0, **SMALL), hidden=8, epochs=2, lr=1e-6, n_init=2)
     phase = run["terminal_phase"]
     assert phase["reached"] is False and phase["onset_epoch"] is None
-    assert run_row({**run, "separation": 0.0, "seed": 0, "input_recovery": 0.5,
+    assert run_summary_row({**run, "separation": 0.0, "seed": 0, "input_recovery": 0.5,
                     "input_nc1_coarse": 1.0})["reached_terminal_phase"] is False
 
 
