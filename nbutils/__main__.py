@@ -16,6 +16,7 @@ from nbutils.analysis import feature_norm_ablation
 from nbutils.config import PARAMETERS, PROFILES, resolve
 from nbutils.distributed import preflight
 from nbutils.experiments import onset_to_end
+from nbutils.lock import RunLocked
 from nbutils.paths import FIGURES_DIR, REPO
 from nbutils.plots import render_run
 from nbutils.reproduce import EXPERIMENTS, NotebookFailed, reproduce, run_experiments
@@ -23,7 +24,6 @@ from nbutils.run_data import load_run_data
 from nbutils.runs import (
     ArtifactError,
     RunConfigMismatch,
-    RunLocked,
     check_run_dir,
     create_run,
     load_json,

@@ -19,9 +19,10 @@ from nbutils.config import RunConfig, resolve
 from nbutils.data import CIFAR10_CLASSES, Split, coarse_mapping, mapping_table
 from nbutils.device import select_device
 from nbutils.features import extract_checkpoint, load_features
+from nbutils.lock import run_lock
 from nbutils.recovery import recover_fine_labels
 from nbutils.run_data import RunData, load_run_data
-from nbutils.runs import create_run, features_path, load_json, model_dir, run_lock, save_json
+from nbutils.runs import create_run, features_path, load_json, model_dir, save_json
 from nbutils.stats import spread, t_interval
 from nbutils.sweeps import comparable, root_hint
 from nbutils.train import train_model

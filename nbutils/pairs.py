@@ -38,9 +38,10 @@ from nbutils.checks import FEATURE_NORMS
 from nbutils.config import RunConfig
 from nbutils.data import class_names, mapping_table
 from nbutils.features import load_features
+from nbutils.lock import run_lock
 from nbutils.recovery import normalize_features, raw_pixel_features, recover_fine_labels
 from nbutils.run_data import load_run_data
-from nbutils.runs import ArtifactError, load_json, load_run, run_lock, save_json
+from nbutils.runs import ArtifactError, load_json, load_run, save_json
 from nbutils.stats import spread
 from nbutils.sweeps import comparable, finished
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from nbutils import analysis, features, narrative, report, results
 from nbutils.config import RunConfig, resolve
+from nbutils.lock import run_lock
 from nbutils.paths import FIGURES_DIR, REPO
 from nbutils.run_data import RunData, load_run_data
 from nbutils.runs import (
@@ -27,7 +28,6 @@ from nbutils.runs import (
     load_json,
     load_npz,
     model_dir,
-    run_lock,
 )
 from nbutils.train import train_model
 

@@ -28,7 +28,8 @@ import numpy as np
 from nbutils import checks, launch, stages
 from nbutils.config import TRAINING_KEYS, RunConfig, resolve
 from nbutils.data import DataError, coarse_mapping
-from nbutils.runs import RunLocked, create_run, load_json, model_dir, run_lock, save_json, save_npz
+from nbutils.lock import RunLocked, run_lock
+from nbutils.runs import create_run, load_json, model_dir, save_json, save_npz
 
 # Always in a run's name, so that the grid, the hierarchies and the dynamics share their runs.
 NAME_KEYS = ("mapping", "lr", "weight_decay", "seed")

@@ -360,7 +360,7 @@ def test_runs_differing_only_in_mapping_share_one_trained_baseline(tmp_path: Pat
 def test_a_split_run_held_by_another_process_is_refused(fake_cache: Path, tmp_path: Path) -> None:
     from test_lock import start_holder
 
-    from nbutils.runs import RunLocked
+    from nbutils.lock import RunLocked
 
     cfg = ex.split_configs("ci", tmp_path / "split", [0], data_root=str(fake_cache),
                            train_per_class=4, test_per_class=2)[0]

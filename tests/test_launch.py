@@ -25,7 +25,7 @@ import json, sys
 from pathlib import Path
 from nbutils import sweeps
 from nbutils.config import RunConfig
-from nbutils.runs import run_lock
+from nbutils.lock import run_lock
 cfg = RunConfig(**json.loads(sys.argv[1]))
 with run_lock(cfg.run_dir):
     Path(sys.argv[2]).touch()

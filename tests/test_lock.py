@@ -13,18 +13,18 @@ from pathlib import Path
 
 import pytest
 
-from nbutils.runs import LOCK_NAME, RunLocked, run_lock
+from nbutils.lock import LOCK_NAME, RunLocked, run_lock
 
 HOLD = """
 import sys, time
-from nbutils.runs import run_lock
+from nbutils.lock import run_lock
 with run_lock(sys.argv[1]):
     print("locked", flush=True)
     time.sleep(float(sys.argv[2]))
 """
 RACE = """
 import os, sys, time
-from nbutils.runs import run_lock
+from nbutils.lock import run_lock
 print("ready", flush=True)
 while not os.path.exists(sys.argv[2]):
     time.sleep(0.01)
@@ -34,7 +34,7 @@ with run_lock(sys.argv[1]):
 """
 TAKE = """
 import sys, time
-from nbutils.runs import RunLocked, run_lock
+from nbutils.lock import RunLocked, run_lock
 start = time.perf_counter()
 try:
     with run_lock(sys.argv[1]):
