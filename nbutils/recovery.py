@@ -10,6 +10,7 @@ labels.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -173,7 +174,7 @@ def _check_fine_to_coarse(fine_to_coarse: np.ndarray) -> np.ndarray:
     return f2c.astype(np.int64, copy=False)
 
 
-def _group_accuracy(correct: np.ndarray, groups: np.ndarray, n_groups: int) -> list[float | None]:
+def group_accuracy(correct: np.ndarray, groups: np.ndarray, n_groups: int) -> list[float | None]:
     """Accuracy within each group; None for a group with no samples."""
     hits = np.bincount(groups, weights=correct, minlength=n_groups)
     counts = np.bincount(groups, minlength=n_groups)
@@ -329,8 +330,8 @@ def recover_fine_labels(
         # ARI can dip below 0 for worse-than-chance labellings; clip to keep metrics in [0, 1].
         "ari": float(max(adjusted_rand_score(train_fine, train_rec), 0.0)),
         "linear_probe_test_acc": probe_acc,
-        "per_superclass": _group_accuracy(pred_a == test_fine, test_coarse, n_coarse),
-        "per_superclass_train": _group_accuracy(train_rec == train_fine, train_coarse, n_coarse),
+        "per_superclass": group_accuracy(pred_a == test_fine, test_coarse, n_coarse),
+        "per_superclass_train": group_accuracy(train_rec == train_fine, train_coarse, n_coarse),
     }
     return Recovery(metrics, train_rec, pred_a, pred_b, centroids, clu_c, clu_d)
 
@@ -415,3 +416,66 @@ def raw_pixel_features(images: np.ndarray, reference: np.ndarray | None = None) 
     x *= np.float32(1 / 255)
     x -= reference.mean(axis=(0, 1, 2), dtype=np.float64).astype(np.float32) / np.float32(255)
     return x.reshape(len(images), -1)
+
+
+# Which chance level each recovery number is read against (see `chance_levels`).
+CHANCE_OF = {
+    "train_cluster_acc": "within_superclass_train",
+    "test_acc_true_coarse": "within_superclass_test",
+    "test_cluster_acc_true_coarse": "within_superclass_test",
+    "linear_probe_test_acc": "within_superclass_test",
+    "test_acc_pred_coarse": "within_predicted_superclass_test",
+    "test_cluster_acc_pred_coarse": "within_predicted_superclass_test",
+    "nmi": "nmi",
+    "ari": "ari",
+    "nmi_within_superclass": "nmi_within_superclass",
+}
+
+
+def _entropy(p: np.ndarray) -> float:
+    """Shannon entropy (nats) of a probability vector."""
+    p = p[p > 0]
+    return float(-(p * np.log(p)).sum())
+
+
+def chance_levels(
+    train_fine: np.ndarray, test_fine: np.ndarray, f2c: np.ndarray,
+    test_coarse_pred: np.ndarray | None,
+) -> dict[str, Any]:
+    """What a labelling that knows the super-class but nothing finer scores (0-based ids).
+
+    Such a labeller picks a fine class uniformly among the m_s of its super-class s, so it is
+    right with probability 1/m_s (1 for a one-class super-class: trivially exact).
+    - within_superclass_train / _test: mean over the train / test images of 1/m_s, the chance
+      of train clustering, of (a) and (c), and of the linear probe (which can at best learn the
+      super-class from uninformative features). Hungarian matching on the same labels puts a
+      structureless clustering slightly above it on finite samples.
+    - within_predicted_superclass_test: mean over test images of [predicted s is right] / m_s
+      for the predicted s, the chance of (b) and (d) given the network's coarse predictions.
+    - fine_uniform: 1/K, a 10-way guess with no information at all.
+    - nmi, ari: the large-sample NMI (arithmetic mean) and ARI of such a labelling against the
+      train fine labels; they credit the super-class, so they are well above 0.
+    - nmi_within_superclass: 0, independent labels inside each super-class.
+    """
+    sizes = np.bincount(f2c)
+    m_fine = sizes[f2c]
+    p_fine = np.bincount(train_fine, minlength=len(f2c)) / len(train_fine)
+    p_coarse = np.bincount(f2c, weights=p_fine, minlength=len(sizes))
+    h_coarse = _entropy(p_coarse)
+    h_fine_given = _entropy(p_fine) - h_coarse
+    nmi = 2 * h_coarse / (2 * h_coarse + h_fine_given + float((p_coarse * np.log(sizes)).sum()))
+    a, b = float((p_fine**2).sum()), float((p_coarse**2 / sizes).sum())
+    ari = (float((p_fine**2 / m_fine).sum()) - a * b) / (0.5 * (a + b) - a * b)
+    pred = None
+    if test_coarse_pred is not None:
+        hit = test_coarse_pred == f2c[test_fine]
+        pred = float(np.mean(hit / sizes[test_coarse_pred]))
+    return {
+        "within_superclass_train": float(np.mean(1.0 / m_fine[train_fine])),
+        "within_superclass_test": float(np.mean(1.0 / m_fine[test_fine])),
+        "within_predicted_superclass_test": pred,
+        "fine_uniform": 1.0 / len(f2c),
+        "nmi": nmi,
+        "ari": ari,
+        "nmi_within_superclass": 0.0,
+    }

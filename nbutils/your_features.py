@@ -21,7 +21,7 @@ from sklearn.metrics import normalized_mutual_info_score
 from nbutils.checks import FEATURE_NORMS
 from nbutils.collapse import collapse_report
 from nbutils.plots import charts
-from nbutils.recovery import recover_fine_labels
+from nbutils.recovery import CHANCE_OF, chance_levels, group_accuracy, recover_fine_labels
 from nbutils.runs import save_json, save_npz
 
 Array = np.ndarray | torch.Tensor
@@ -33,20 +33,6 @@ EXPECTED = (
     "fine label i) or fine_ids + coarse_ids (K ints each); optional: test_coarse_pred (M ints), "
     "head_weight (G x D), head_bias (G)"
 )
-# Which chance level each recovery number is read against (see `chance_levels`).
-CHANCE_OF = {
-    "train_cluster_acc": "within_superclass_train",
-    "test_acc_true_coarse": "within_superclass_test",
-    "test_cluster_acc_true_coarse": "within_superclass_test",
-    "linear_probe_test_acc": "within_superclass_test",
-    "test_acc_pred_coarse": "within_predicted_superclass_test",
-    "test_cluster_acc_pred_coarse": "within_predicted_superclass_test",
-    "nmi": "nmi",
-    "ari": "ari",
-    "nmi_within_superclass": "nmi_within_superclass",
-}
-
-
 def _as_numpy(name: str, x: Any) -> np.ndarray:
     """A numpy view of a numpy array or torch tensor (low-precision floats widened to float32)."""
     if isinstance(x, torch.Tensor):
@@ -138,55 +124,6 @@ def _check_options(n_init: Any, seed: Any, feature_norm: Any) -> None:
         raise ValueError(f"feature_norm must be one of {FEATURE_NORMS}, got {feature_norm!r}")
 
 
-def _entropy(p: np.ndarray) -> float:
-    """Shannon entropy (nats) of a probability vector."""
-    p = p[p > 0]
-    return float(-(p * np.log(p)).sum())
-
-
-def chance_levels(
-    train_fine: np.ndarray, test_fine: np.ndarray, f2c: np.ndarray,
-    test_coarse_pred: np.ndarray | None,
-) -> dict[str, Any]:
-    """What a labelling that knows the super-class but nothing finer scores (0-based ids).
-
-    Such a labeller picks a fine class uniformly among the m_s of its super-class s, so it is
-    right with probability 1/m_s (1 for a one-class super-class: trivially exact).
-    - within_superclass_train / _test: mean over the train / test images of 1/m_s, the chance
-      of train clustering, of (a) and (c), and of the linear probe (which can at best learn the
-      super-class from uninformative features). Hungarian matching on the same labels puts a
-      structureless clustering slightly above it on finite samples.
-    - within_predicted_superclass_test: mean over test images of [predicted s is right] / m_s
-      for the predicted s, the chance of (b) and (d) given the network's coarse predictions.
-    - fine_uniform: 1/K, a 10-way guess with no information at all.
-    - nmi, ari: the large-sample NMI (arithmetic mean) and ARI of such a labelling against the
-      train fine labels; they credit the super-class, so they are well above 0.
-    - nmi_within_superclass: 0, independent labels inside each super-class.
-    """
-    sizes = np.bincount(f2c)
-    m_fine = sizes[f2c]
-    p_fine = np.bincount(train_fine, minlength=len(f2c)) / len(train_fine)
-    p_coarse = np.bincount(f2c, weights=p_fine, minlength=len(sizes))
-    h_coarse = _entropy(p_coarse)
-    h_fine_given = _entropy(p_fine) - h_coarse
-    nmi = 2 * h_coarse / (2 * h_coarse + h_fine_given + float((p_coarse * np.log(sizes)).sum()))
-    a, b = float((p_fine**2).sum()), float((p_coarse**2 / sizes).sum())
-    ari = (float((p_fine**2 / m_fine).sum()) - a * b) / (0.5 * (a + b) - a * b)
-    pred = None
-    if test_coarse_pred is not None:
-        hit = test_coarse_pred == f2c[test_fine]
-        pred = float(np.mean(hit / sizes[test_coarse_pred]))
-    return {
-        "within_superclass_train": float(np.mean(1.0 / m_fine[train_fine])),
-        "within_superclass_test": float(np.mean(1.0 / m_fine[test_fine])),
-        "within_predicted_superclass_test": pred,
-        "fine_uniform": 1.0 / len(f2c),
-        "nmi": nmi,
-        "ari": ari,
-        "nmi_within_superclass": 0.0,
-    }
-
-
 def _finite(value: Any) -> Any:
     """NaN -> None, recursively, so that results are valid JSON."""
     if isinstance(value, dict):
@@ -199,13 +136,6 @@ def _finite(value: Any) -> Any:
 def _by_id(values: list[Any], ids: np.ndarray) -> dict[int, Any]:
     """A per-class list (0-based order) as {original id: value}."""
     return {int(i): v for i, v in zip(ids, values, strict=True)}
-
-
-def _accuracy_by(correct: np.ndarray, groups: np.ndarray, n: int) -> list[float | None]:
-    """Mean of `correct` within each of n groups; None for an empty group."""
-    hits = np.bincount(groups, weights=correct, minlength=n)
-    counts = np.bincount(groups, minlength=n)
-    return [float(h / c) if c else None for h, c in zip(hits, counts, strict=True)]
 
 
 def _nmi_by_superclass(train_fine: np.ndarray, rec: np.ndarray, f2c: np.ndarray) -> list:
@@ -294,7 +224,7 @@ def _assemble(rec: Any, report: dict, fine_ids: np.ndarray, coarse_ids: np.ndarr
     recovery["per_superclass"] = _by_id(rec.metrics["per_superclass"], coarse_ids)
     recovery["per_superclass_train"] = _by_id(rec.metrics["per_superclass_train"], coarse_ids)
     recovery["per_superclass_pred_coarse"] = None if b is None else _by_id(
-        _accuracy_by(b == test_y, f2c[test_y], g), coarse_ids)
+        group_accuracy(b == test_y, f2c[test_y], g), coarse_ids)
     recovery["nmi_per_superclass"] = _by_id(nmi_per, coarse_ids)
     levels = chance_levels(train_y, test_y, f2c, pred)
     chance = {key: levels[CHANCE_OF[key]] for key in recovery if key in CHANCE_OF}
@@ -305,11 +235,11 @@ def _assemble(rec: Any, report: dict, fine_ids: np.ndarray, coarse_ids: np.ndarr
         "n_train": _by_id(np.bincount(train_y, minlength=k).tolist(), fine_ids),
         "n_test": _by_id(np.bincount(test_y, minlength=k).tolist(), fine_ids),
         "train_cluster_acc": _by_id(
-            _accuracy_by(rec.train_reconstructed == train_y, train_y, k), fine_ids),
+            group_accuracy(rec.train_reconstructed == train_y, train_y, k), fine_ids),
         "test_acc_true_coarse": _by_id(
-            _accuracy_by(rec.test_pred_true_coarse == test_y, test_y, k), fine_ids),
+            group_accuracy(rec.test_pred_true_coarse == test_y, test_y, k), fine_ids),
         "test_acc_pred_coarse": None if b is None else _by_id(
-            _accuracy_by(b == test_y, test_y, k), fine_ids),
+            group_accuracy(b == test_y, test_y, k), fine_ids),
     }
     return {
         "n_train": len(train_y), "n_test": len(test_y), "settings": settings,
