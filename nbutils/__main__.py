@@ -107,11 +107,13 @@ def build_parser() -> argparse.ArgumentParser:
     seeds.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     seeds.add_argument("--out", required=True, help="e.g. figures/cpu/seeds.json")
     index = sub.add_parser("runs-index", help="figures/experiments/runs.csv: one row per trained "
-                                              "run of notebooks 06-10 and of the cpu seeds")
+                                              "run of notebooks 06-10 and of the cpu and full "
+                                              "seeds")
     index.add_argument("--experiments", default=str(FIGURES_DIR / "experiments"),
                        help="folder of the experiments' results JSON (their 'runs' rows)")
-    index.add_argument("--cpu", default=str(FIGURES_DIR / "cpu"),
-                       help="the published cpu profile (results.json, seeds/*/results.json)")
+    index.add_argument("--figures", default=str(FIGURES_DIR),
+                       help="folder of the published profiles (<profile>/results.json, "
+                            "<profile>/seeds/*/results.json)")
     index.add_argument("--out", default=str(FIGURES_DIR / "experiments" / "runs.csv"))
     sub.add_parser("verify", help="recompute the headline numbers from the committed small files "
                                   "(compact.npz, per-seed results, histories) and compare")
@@ -252,8 +254,9 @@ def cmd_seeds(args: argparse.Namespace) -> None:
 
 
 def cmd_runs_index(args: argparse.Namespace) -> None:
-    """runs.csv from the experiments' JSON and the cpu seeds' results."""
-    frame = run_index.write_index(Path(args.experiments), {"cpu": Path(args.cpu)},
+    """runs.csv from the experiments' JSON and the published profiles' seeds."""
+    frame = run_index.write_index(Path(args.experiments),
+                                  {p: Path(args.figures) / p for p in run_index.SEED_PROFILES},
                                   Path(args.out))
     print(f"{args.out}: {len(frame)} runs")
 

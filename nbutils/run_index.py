@@ -1,8 +1,9 @@
 """One tidy index of every trained run: `figures/experiments/runs.csv`, one row per run.
 
 Rows come from results.json records (docs/protocol.md, section 11): each experiment notebook
-(06-10) stores the rows of its runs in its results JSON under `"runs"`, and the `cpu` seeds are
-read from `figures/cpu/results.json` and `figures/cpu/seeds/*/results.json`. `build_index`
+(06-10) stores the rows of its runs in its results JSON under `"runs"`, and the seeds of the
+published profiles (SEED_PROFILES: `cpu`, `full`) are read from `figures/<profile>/results.json`
+and `figures/<profile>/seeds/*/results.json`. `build_index`
 gathers them; `python -m nbutils runs-index` writes the CSV, which readers and our figures load
 with pandas. With `val_per_class` set, a run was evaluated on a validation split carved from
 train, and its `recovery_test_*` and `*_test_acc` columns are validation numbers. `amp` is the
@@ -31,6 +32,8 @@ COLUMNS = (
     "recovery_train", "recovery_test_a", "recovery_test_b", "recovery_test_c", "recovery_test_d",
     "between_fine_share", "nc1_coarse", "coarse_test_acc", "baseline_test_acc",
 )
+# Published profiles whose seeds are rows of their own (folder names under figures/).
+SEED_PROFILES = ("cpu", "full")
 # The results JSON of notebooks 06-10, whose `runs` lists the index gathers.
 EXPERIMENT_FILES = ("dynamics.json", "grid.json", "hierarchies.json", "split.json",
                     "synthetic.json")

@@ -26,7 +26,7 @@ from nbutils.results import (
     readme_table,
     terminal_phase_record,
 )
-from nbutils.run_index import build_index, seed_results
+from nbutils.run_index import SEED_PROFILES, build_index, seed_results
 from nbutils.runs import load_json, load_npz
 from nbutils.seeds import summarise_seeds
 
@@ -112,11 +112,12 @@ def check_phase(path: Path) -> list[str]:
 
 
 def check_runs_csv(figures: Path) -> list[str]:
-    """runs.csv against a rebuild from the experiments' JSON and the cpu seeds."""
+    """runs.csv against a rebuild from the experiments' JSON and the published profiles' seeds."""
     path = figures / "experiments" / "runs.csv"
     if not path.is_file():
         return []
-    rebuilt = build_index(figures / "experiments", {"cpu": figures / "cpu"}).to_csv(index=False)
+    profiles = {p: figures / p for p in SEED_PROFILES}
+    rebuilt = build_index(figures / "experiments", profiles).to_csv(index=False)
     if rebuilt == path.read_text():
         return []
     old, new = path.read_text().splitlines(), rebuilt.splitlines()

@@ -78,6 +78,7 @@ def test_committed_index_matches_its_json_sources() -> None:
     committed = FIGURES_DIR / "experiments" / "runs.csv"
     if not committed.is_file():
         pytest.fail("figures/experiments/runs.csv is missing: python -m nbutils runs-index")
-    built = run_index.build_index(FIGURES_DIR / "experiments", {"cpu": FIGURES_DIR / "cpu"})
+    built = run_index.build_index(FIGURES_DIR / "experiments",
+                                  {p: FIGURES_DIR / p for p in run_index.SEED_PROFILES})
     expected = pd.read_csv(io.StringIO(built.to_csv(index=False)))
     pd.testing.assert_frame_equal(pd.read_csv(committed), expected, check_exact=False)
