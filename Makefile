@@ -11,7 +11,7 @@ PYTEST_ARGS ?= -n $(PYTEST_WORKERS) --dist loadfile --durations=15
 # YES=1 confirms a run whose estimated cost on this machine passes 2 hours.
 YES ?=
 
-.PHONY: reproduce test lint notebooks-clean benchmarks clean
+.PHONY: reproduce test test-fast lint notebooks-clean benchmarks clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ reproduce: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The unit tests alone (no training, no papermill): about a minute and a half on 2 cores.
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest $(PYTEST_ARGS) -m "not slow"
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check nbutils tests benchmarks scripts
