@@ -24,6 +24,7 @@ from nbutils.runs import (
     load_json,
     load_npz,
     model_dir,
+    phase_features_path,
     record_time,
     save_json,
     save_npz,
@@ -193,6 +194,31 @@ def export_compact(cfg: RunConfig) -> Path:
         test_fine=feats["test_fine"], test_pred_true_coarse=final.test_pred_true_coarse,
         test_pred_pred_coarse=final.test_pred_pred_coarse,
     )
+
+
+def export_phase_features(cfg: RunConfig) -> Path | None:
+    """Save the test features of the coarse model's phase checkpoints (feature_epochs='phase').
+
+    For each extracted epoch after init (the terminal-phase onset, the end): the test features
+    in float16 with their fine labels and the head's predictions, and the train features' mean
+    per fine class in float64. That is what test clustering (c) and the fine axis of a
+    super-class need, at about 2.6 MB per epoch for w=16 (the train features are 20 times more).
+    None for runs that extract every checkpoint.
+    """
+    if cfg.feature_epochs != "phase":
+        return None
+    arrays: dict[str, np.ndarray] = {}
+    epochs = [e for e in feature_epochs(cfg, "coarse") if e > 0]
+    for epoch in epochs:
+        f = load_features(cfg, "coarse", epoch)
+        fine = f["train_fine"]
+        means = np.stack([f["train_features"][fine == k].astype(np.float64).mean(axis=0)
+                          for k in range(len(f["fine_to_coarse"]))])
+        arrays |= {f"test_features_{epoch}": f["test_features"].astype(np.float16),
+                   f"test_pred_{epoch}": f["test_pred"],
+                   f"train_fine_means_{epoch}": means}
+        arrays |= {"test_fine": f["test_fine"], "fine_to_coarse": f["fine_to_coarse"]}
+    return save_npz(phase_features_path(cfg), compress=True, epochs=np.asarray(epochs), **arrays)
 
 
 def feature_norm_ablation(cfg: RunConfig, epoch: int | None = None) -> dict[str, dict]:

@@ -318,6 +318,11 @@ def compact_path(cfg: RunConfig) -> Path:
     return Path(cfg.run_dir) / "compact.npz"
 
 
+def phase_features_path(cfg: RunConfig) -> Path:
+    """The test features of the coarse model at its terminal-phase onset and end (float16)."""
+    return Path(cfg.run_dir) / "phase_features.npz"
+
+
 def record_time(cfg: RunConfig, stage: str, seconds: float) -> None:
     """Add a stage's wall time to the run's timings.json."""
     path = Path(cfg.run_dir) / "timings.json"

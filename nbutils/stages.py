@@ -35,7 +35,7 @@ STAGES = ("train", "features", "collapse", "recovery", "umap", "publish")
 # What the published figures are drawn from; checkpoints and features are never copied.
 PUBLISHED_LOGS = (
     "config.json", "timings.json", "controls.json", "results.json", "results.md", "compact.npz",
-    "pairs.json",
+    "pairs.json", "phase_features.npz",
     "coarse/log.json", "coarse/collapse.json", "coarse/recovery.json", "coarse/train_meta.json",
     "baseline/log.json", "baseline/collapse.json", "baseline/train_meta.json",
 )
@@ -119,6 +119,7 @@ def recovery(cfg: RunConfig, data: RunData | None = None,
             analysis.controls(cfg, data or load_run_data(cfg))
             results.write_results(cfg)
             analysis.export_compact(cfg)
+            analysis.export_phase_features(cfg)
     return load_json(Path(cfg.run_dir) / "results.json")
 
 

@@ -43,3 +43,30 @@ def test_phase_on_a_log_without_clean_passes_says_how_to_get_them(tmp_path: Path
     save_json(model_dir(cfg, "coarse") / "log.json", [{"epoch": 10, "train_acc": 0.9}])
     with pytest.raises(ArtifactError, match="clean_train_eval=True"):
         feature_epochs(cfg, "coarse")
+
+
+@pytest.mark.slow
+def test_a_phase_run_extracts_only_what_it_reads_and_keeps_its_test_features(
+        tmp_path: Path, fake_cache: Path) -> None:
+    import numpy as np
+
+    from nbutils import stages
+    from nbutils.features import load_features
+    from nbutils.runs import load_npz, phase_features_path
+
+    cfg = stages.configure("ci", run_dir=str(tmp_path / "run"), data_root=str(fake_cache),
+                           width=2, epochs=2, train_per_class=4, test_per_class=2,
+                           batch_size=8, checkpoint_epochs=[0, 1, 2], augment=False,
+                           clean_train_eval=True, feature_epochs="phase")
+    res = stages.run(cfg, progress=False)
+    coarse = sorted(p.name for p in (Path(cfg.run_dir) / "coarse" / "features").iterdir())
+    baseline = sorted(p.name for p in (Path(cfg.run_dir) / "baseline" / "features").iterdir())
+    phase = res["terminal_phase"]
+    onset = [f"epoch_{phase['onset_epoch']:03d}.npz"] if phase["onset_epoch"] else []
+    assert coarse == sorted({"epoch_000.npz", "epoch_002.npz", *onset})
+    assert baseline == ["epoch_002.npz"]
+    assert [c["epochs"] for c in res["clean_train"].values()] == [[1, 2], [1, 2]]
+    kept = load_npz(phase_features_path(cfg))
+    end = load_features(cfg, "coarse", 2)
+    assert np.array_equal(kept["test_features_2"], end["test_features"].astype(np.float16))
+    assert kept["train_fine_means_2"].shape == (10, end["train_features"].shape[1])
