@@ -245,3 +245,20 @@ def test_a_quantity_every_seed_gives_alike_shows_no_spread() -> None:
     # Values 0.1, 0.2, 0.3: sd 0.1, t(0.975, 2) * 0.1 / sqrt(3) = 0.2484 around 0.2.
     assert _seed_spread({"sd": 0.1, "values": [0.1, 0.2, 0.3]}, 1, ".3f") == \
         " ± 0.100 [-0.048, 0.448]"
+
+
+def test_a_column_head_says_whether_the_run_holds_the_terminal_phase() -> None:
+    from nbutils.results import _column_head
+
+    res = {"width": 16, "epochs": 40, "device": "cpu (2 threads, 2 cores)",
+           "config": {"augment": False},
+           "terminal_phase": {"reached": True, "onset_epoch": 16, "held_fraction": 0.6}}
+    assert _column_head("full", res, None) == (
+        "`full`: w=16, 40 epochs, no augmentation, cpu (2 threads, 2 cores), in the terminal "
+        "phase from epoch 16 (60% of training)")
+    res["terminal_phase"]["reached"] = False
+    assert _column_head("full", res, None).endswith("before the terminal phase")
+    seeds = {"seeds": [0, 1, 2], "in_phase": 2}
+    assert _column_head("full", res, seeds) == (
+        "`full`: w=16, 40 epochs, no augmentation, 3 seeds, mean ± sd, 2 of 3 in the terminal "
+        "phase")
