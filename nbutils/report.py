@@ -46,30 +46,36 @@ SOURCES: dict[str, str] = {
 
 
 def _pct(x: float) -> str:
+    """A fraction as a percentage with one decimal."""
     return f"{100 * x:.1f}%"
 
 
 def _points(x: float) -> str:
+    """A difference of fractions in signed percentage points."""
     return f"{100 * x:+.1f}"
 
 
 def _interval(x: Any) -> str:
+    """[low, high] of fractions as percentages."""
     low, high = _pair(x)
     return f"[{100 * low:.1f}, {100 * high:.1f}]"
 
 
 def _interval_points(x: Any) -> str:
+    """[low, high] of differences as signed percentage points."""
     low, high = _pair(x)
     return f"[{100 * low:+.1f}, {100 * high:+.1f}]"
 
 
 def _mean_sd(x: Any) -> str:
+    """A {mean, sd} entry of fractions as 'mean ± sd%'."""
     if not isinstance(x, dict) or "mean" not in x or "sd" not in x:
         raise ValueError(f"format pm needs a {{mean, sd}} entry, got {x!r}")
     return f"{100 * _number(x['mean']):.1f} ± {100 * _number(x['sd']):.1f}%"
 
 
 def _t95(x: Any) -> str:
+    """The Student-t 95% interval of a seeds-summary entry's values, as percentages."""
     if not isinstance(x, dict) or not isinstance(x.get("values"), list):
         raise ValueError(f"format t95 needs a seeds-summary entry with 'values', got {x!r}")
     ci = t_interval([_number(v) for v in x["values"]])
@@ -79,12 +85,14 @@ def _t95(x: Any) -> str:
 
 
 def _pair(x: Any) -> tuple[float, float]:
+    """Two finite numbers from a [low, high] entry."""
     if not isinstance(x, (list, tuple)) or len(x) != 2:
         raise ValueError(f"an interval format needs [low, high], got {x!r}")
     return _number(x[0]), _number(x[1])
 
 
 def _number(x: Any) -> float:
+    """A finite number, or ValueError."""
     if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
         raise ValueError(f"needs a finite number, got {x!r}")
     return float(x)
@@ -162,6 +170,7 @@ def render(text: str, root: Path = REPO) -> str:
     cache: dict[str, Any] = {}
 
     def fill(source: str, path: str, fmt: str | None) -> str:
+        """One token, rendered with its value (pct when it names no format)."""
         fmt = fmt or "pct"
         value = resolve_token(source, path, fmt, root, cache)
         return f"<!--t {source}:{path.strip()}|{fmt}-->{value}<!--/t-->"
