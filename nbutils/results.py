@@ -18,7 +18,7 @@ from nbutils.runs import (
     save_json,
     versions,
 )
-from nbutils.seeds import flatten
+from nbutils.seeds import flatten, seed_results
 from nbutils.stats import bootstrap_count_ci, count_of, t_interval
 
 PAPER_TEST_ACC = 0.93
@@ -100,11 +100,10 @@ def build_results(cfg: RunConfig) -> dict[str, Any]:
         out["ratio_to_baseline"] = recovery["test_acc_pred_coarse"] / baseline["test_acc"]
         out["history_baseline"] = load_json(model_dir(cfg, "baseline") / "collapse.json")
     if cfg.clean_train_eval:
-        out["clean_train"] = {m: clean_train_curve(load_json(model_dir(cfg, m) / "log.json"))
-                              for m in cfg.models}
+        logs = {m: load_json(model_dir(cfg, m) / "log.json") for m in cfg.models}
+        out["clean_train"] = {m: clean_train_curve(log) for m, log in logs.items()}
         out["wall_seconds"]["clean_train_eval"] = {
-            m: sum(row.get("clean_eval_seconds", 0.0)
-                   for row in load_json(model_dir(cfg, m) / "log.json")) for m in cfg.models}
+            m: sum(row.get("clean_eval_seconds", 0.0) for row in log) for m, log in logs.items()}
     out["terminal_phase"] = terminal_phase_record(out)
     if has_baseline and cfg.clean_train_eval:
         out["terminal_phase_baseline"] = terminal_phase_record(out, "baseline")
@@ -397,10 +396,8 @@ def readme_table(figures_dir: Path) -> str:
     seeds = {p: _load_seeds(figures_dir / p, res) for p, res in found.items()}
     for p, summary in seeds.items():
         if summary is not None:
-            runs = [figures_dir / p / "results.json",
-                    *sorted((figures_dir / p).glob("seeds/*/results.json"))]
-            summary["in_phase"] = sum(bool((load_json(f).get("terminal_phase") or {})
-                                           .get("reached")) for f in runs)
+            summary["in_phase"] = sum(bool((res.get("terminal_phase") or {}).get("reached"))
+                                      for res in seed_results(figures_dir / p))
     heads = [_column_head(p, found.get(p), seeds.get(p)) for p in README_PROFILES]
     lines = ["| quantity | " + " | ".join(heads) + " | paper (Yang et al. 2023, w=64, GPU) |",
              "| --- |" + " --- |" * (len(heads) + 1)]

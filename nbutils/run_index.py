@@ -24,6 +24,7 @@ from nbutils import phase
 from nbutils.config import steps_per_epoch
 from nbutils.experiments import value
 from nbutils.runs import UNRECORDED_AMP, load_json
+from nbutils.seeds import seed_results
 
 COLUMNS = (
     "experiment", "mapping", "lr", "weight_decay", "seed", "width", "train_per_class",
@@ -134,12 +135,6 @@ def experiment_rows(path: Path) -> list[dict[str, Any]]:
     # Rows stored before the precision was recorded hold null (or NaN) there.
     return [{**row, "amp": row["amp"] if isinstance(row.get("amp"), str) else UNRECORDED_AMP}
             for row in data.get("runs", [])]
-
-
-def seed_results(profile_dir: Path) -> list[dict[str, Any]]:
-    """results.json of a published profile (seed 0) and of each `seeds/*/` beside it."""
-    files = [profile_dir / "results.json", *sorted(profile_dir.glob("seeds/*/results.json"))]
-    return [load_json(f) for f in files if f.is_file()]
 
 
 def build_index(experiments_dir: Path, profile_dirs: dict[str, Path]) -> pd.DataFrame:

@@ -81,6 +81,12 @@ def summarise_seeds(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
             "per_seed": per_seed, "summary": summary, "sd": SD_NOTE}
 
 
+def seed_results(profile_dir: Path) -> list[dict[str, Any]]:
+    """results.json of a published profile (seed 0) and of each `seeds/*/` beside it."""
+    files = [profile_dir / "results.json", *sorted(profile_dir.glob("seeds/*/results.json"))]
+    return [load_json(f) for f in files if f.is_file()]
+
+
 def write_seeds(run_dirs: Sequence[Path], out: Path) -> dict[str, Any]:
     """Summarise the results.json of each run directory into the JSON file `out`."""
     summary = summarise_seeds([load_json(Path(d) / "results.json") for d in run_dirs])

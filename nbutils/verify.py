@@ -26,9 +26,9 @@ from nbutils.results import (
     readme_table,
     terminal_phase_record,
 )
-from nbutils.run_index import SEED_PROFILES, build_index, seed_results
+from nbutils.run_index import SEED_PROFILES, build_index
 from nbutils.runs import load_json, load_npz
-from nbutils.seeds import summarise_seeds
+from nbutils.seeds import seed_results, summarise_seeds
 
 # Stored and recomputed numbers agree to float64 round-off: both come from the same arithmetic.
 TOLERANCE = 1e-9
