@@ -218,7 +218,7 @@ def _acc(*path: str) -> Cell:
 def _seed_spread(stat: dict[str, Any], scale: float, fmt: str) -> str:
     """' ± sd [t-interval over seeds]' of a seeds summary entry; '' for a quantity that does
     not vary over seeds (a deterministic control such as raw pixels) or has one seed."""
-    if stat["sd"] is None or stat["sd"] == 0:
+    if stat["n"] < 2 or stat["sd"] == 0:
         return ""
     ci = t_interval(stat["values"])
     interval = "" if ci is None else f" [{scale * ci[0]:{fmt}}, {scale * ci[1]:{fmt}}]"

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from nbutils.runs import load_json, save_json
-from nbutils.stats import mean_sd
+from nbutils.stats import spread
 
 # The blocks of results.json that hold accuracies and NC numbers; `ci95` intervals inside them
 # are not quantities of their own.
@@ -76,7 +76,7 @@ def summarise_seeds(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
     for key in keys:
         values = [flat[key] for flat in per_seed.values() if flat.get(key) is not None]
         if values:
-            summary[key] = mean_sd(values)
+            summary[key] = spread(values)
     return {**{k: ordered[0][k] for k in SAME_RUN}, "seeds": [r["seed"] for r in ordered],
             "per_seed": per_seed, "summary": summary, "sd": SD_NOTE}
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import scipy.stats
@@ -72,25 +73,23 @@ def count_of(accuracy: float, n: int) -> int:
     return k
 
 
-def mean_sd(values: Sequence[float]) -> dict[str, float | int | list[float] | None]:
-    """Mean, sample standard deviation (ddof=1; None for one value), count and the values."""
+def spread(values: Sequence[float]) -> dict[str, Any]:
+    """Mean, sample sd (ddof=1), min, max, count and the values over seeds, NaNs dropped.
+
+    The one summary over seeds of the package. A statistic that is undefined is NaN: every one
+    for no value, the sd for a single value.
+    """
     numbers = all(isinstance(v, (int, float, np.integer, np.floating))
-                  and not isinstance(v, bool) for v in values)
-    x = np.asarray(values if numbers else [], dtype=np.float64)
-    if not numbers or len(x) == 0 or not np.isfinite(x).all():
-        raise ValueError(f"values must be a non-empty 1-D sequence of finite numbers: {values!r}")
-    sd = float(np.std(x, ddof=1)) if len(x) >= 2 else None
-    return {"mean": float(x.mean()), "sd": sd, "n": len(x), "values": [float(v) for v in x]}
-
-
-def spread(values: list[float]) -> dict[str, float]:
-    """Mean, sample sd (ddof=1; NaN below 2 values), min, max and count (NaNs dropped)."""
+                  and not isinstance(v, (bool, np.bool_)) for v in values)
+    if not numbers:
+        raise ValueError(f"values: must be numbers (NaN where missing), got {values!r}")
     v = np.asarray([x for x in values if not math.isnan(x)], dtype=np.float64)
     if v.size == 0:
-        return {"mean": math.nan, "sd": math.nan, "min": math.nan, "max": math.nan, "n": 0}
+        return {"mean": math.nan, "sd": math.nan, "min": math.nan, "max": math.nan, "n": 0,
+                "values": []}
     sd = float(v.std(ddof=1)) if v.size >= 2 else math.nan
     return {"mean": float(v.mean()), "sd": sd, "min": float(v.min()), "max": float(v.max()),
-            "n": int(v.size)}
+            "n": int(v.size), "values": v.tolist()}
 
 
 def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float] | None:

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from nbutils.stats import bootstrap_ci, bootstrap_count_ci, count_of, mean_sd
+from nbutils.stats import bootstrap_ci, bootstrap_count_ci, count_of, spread
 
 
 def test_per_image_and_count_bootstraps_are_identical() -> None:
@@ -69,9 +69,8 @@ def test_count_of_inverts_stored_accuracies() -> None:
         (lambda: bootstrap_count_ci(1, 10, level=1.0), "level"),
         (lambda: bootstrap_ci(np.array([1, 0, 1])), "correct"),
         (lambda: bootstrap_ci(np.zeros(0, dtype=bool)), "correct"),
-        (lambda: mean_sd([]), "values"),
-        (lambda: mean_sd([0.5, None]), "values"),
-        (lambda: mean_sd([0.5, math.nan]), "values"),
+        (lambda: spread([0.5, None]), "values"),
+        (lambda: spread([0.5, True]), "values"),
     ],
 )
 def test_validation_names_parameter(call: object, name: str) -> None:
@@ -79,10 +78,17 @@ def test_validation_names_parameter(call: object, name: str) -> None:
         call()
 
 
-def test_mean_sd_closed_form() -> None:
-    out = mean_sd([0.90, 0.92, 0.97])
+def test_spread_closed_form() -> None:
+    out = spread([0.90, 0.92, 0.97, math.nan])
     assert out["mean"] == pytest.approx(0.93, abs=1e-15)
-    # Deviations -0.03, -0.01, 0.04: sum of squares 0.0026 over n - 1 = 2.
+    # Deviations -0.03, -0.01, 0.04: sum of squares 0.0026 over n - 1 = 2; the NaN is dropped.
     assert out["sd"] == pytest.approx(math.sqrt(0.0013), abs=1e-15)
-    assert out["n"] == 3 and out["values"] == [0.90, 0.92, 0.97]
-    assert mean_sd([0.5]) == {"mean": 0.5, "sd": None, "n": 1, "values": [0.5]}
+    assert (out["n"], out["min"], out["max"]) == (3, 0.90, 0.97)
+    assert out["values"] == [0.90, 0.92, 0.97]
+
+
+def test_spread_is_nan_where_undefined() -> None:
+    one, none = spread([0.5]), spread([])
+    assert (one["mean"], one["n"], one["values"]) == (0.5, 1, [0.5]) and math.isnan(one["sd"])
+    assert none["n"] == 0 and none["values"] == []
+    assert all(math.isnan(none[k]) for k in ("mean", "sd", "min", "max"))
