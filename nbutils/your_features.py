@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from sklearn.metrics import normalized_mutual_info_score
 
-from nbutils.checks import FEATURE_NORMS
+from nbutils import checks
 from nbutils.collapse import collapse_report
-from nbutils.plots import charts
+from nbutils.plots import any_network
 from nbutils.recovery import CHANCE_OF, chance_levels, group_accuracy, recover_fine_labels
 from nbutils.runs import save_json, save_npz
 
@@ -44,42 +44,11 @@ def _as_numpy(name: str, x: Any) -> np.ndarray:
     return x.astype(np.float32) if x.dtype == np.float16 else x
 
 
-def _check_features(name: str, x: Any, dim: int | None = None) -> np.ndarray:
-    """A non-empty, finite N x D float array (D = dim when given), or ValueError naming it."""
-    x = _as_numpy(name, x)
-    if x.ndim != 2 or len(x) == 0 or not np.issubdtype(x.dtype, np.floating):
-        raise ValueError(f"{name} must be a non-empty 2-D float array (N x D), got {x.dtype} "
-                         f"{x.shape}")
-    if dim is not None and x.shape[1] != dim:
-        raise ValueError(f"{name} must have D = {dim} columns like train_features, got "
-                         f"{x.shape[1]}")
-    if not np.isfinite(x).all():
-        raise ValueError(f"{name} must be finite (no NaN or inf)")
-    return x
-
-
-def _check_ids(name: str, y: Any, n: int, allowed: np.ndarray, what: str) -> np.ndarray:
-    """Integer labels of length n drawn from `allowed`, as positions in `allowed` (sorted)."""
-    y = _as_numpy(name, y)
-    if y.ndim != 1 or len(y) != n or not np.issubdtype(y.dtype, np.integer):
-        raise ValueError(f"{name} must be a 1-D int array of length {n}, got {y.dtype} {y.shape}")
-    unknown = np.setdiff1d(y, allowed)
-    if len(unknown):
-        raise ValueError(f"{name}: label(s) {unknown[:10].tolist()} not in {what} "
-                         f"(ids {allowed.tolist()})")
-    return np.searchsorted(allowed, y)
-
-
-def _is_int(value: Any) -> bool:
-    """An int or numpy integer, not a bool."""
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-
-
 def parse_fine_to_coarse(fine_to_coarse: Any) -> tuple[np.ndarray, np.ndarray]:
     """(fine ids, coarse id of each) from a {fine: coarse} dict or an array indexed by 0..K-1."""
     if isinstance(fine_to_coarse, Mapping):
         pairs = list(fine_to_coarse.items())
-        if not pairs or not all(_is_int(f) and _is_int(c) for f, c in pairs):
+        if not pairs or not all(checks.is_int(f) and checks.is_int(c) for f, c in pairs):
             raise ValueError("fine_to_coarse: a dict must map int fine ids to int super-class "
                              f"ids, e.g. {{7: 0, 10: 0, 13: 1}}; got {fine_to_coarse!r}")
         pairs.sort()
@@ -94,34 +63,9 @@ def parse_fine_to_coarse(fine_to_coarse: Any) -> tuple[np.ndarray, np.ndarray]:
     return np.arange(len(coarse), dtype=np.int64), coarse.astype(np.int64)
 
 
-def _check_head(head_weight: Any, head_bias: Any, groups: int,
-                dim: int) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """The coarse head's (G x D weight, G bias), either None, or ValueError naming the part."""
-    if head_weight is None:
-        if head_bias is not None:
-            raise ValueError("head_bias needs head_weight (G x D) as well")
-        return None, None
-    weight = _check_features("head_weight", head_weight, dim)
-    if len(weight) != groups:
-        raise ValueError(f"head_weight must have shape ({groups}, {dim}) (one row per "
-                         f"super-class, ascending id), got {weight.shape}")
-    if head_bias is None:
-        return weight, None
-    bias = _as_numpy("head_bias", head_bias)
-    if bias.shape != (groups,) or not np.issubdtype(bias.dtype, np.floating):
-        raise ValueError(f"head_bias must be a float array of shape ({groups},), got "
-                         f"{bias.dtype} {bias.shape}")
-    return weight, bias
-
-
-def _check_options(n_init: Any, seed: Any, feature_norm: Any) -> None:
-    """ValueError naming the first bad option among n_init, seed and feature_norm."""
-    if not _is_int(n_init) or n_init < 1:
-        raise ValueError(f"n_init must be an int >= 1, got {n_init!r}")
-    if not _is_int(seed) or seed < 0:
-        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
-    if feature_norm not in FEATURE_NORMS:
-        raise ValueError(f"feature_norm must be one of {FEATURE_NORMS}, got {feature_norm!r}")
+def _numpy(**arrays: Any) -> dict[str, np.ndarray | None]:
+    """Each array as numpy (None kept), named in the error when it is neither numpy nor torch."""
+    return {name: None if x is None else _as_numpy(name, x) for name, x in arrays.items()}
 
 
 def _finite(value: Any) -> Any:
@@ -185,24 +129,32 @@ def analyze_features(
     `chance_levels`). All but "labels" (arrays in the caller's fine ids) is JSON-ready;
     per-class numbers are keyed by the caller's ids.
     """
-    train_x = _check_features("train_features", train_features)
-    test_x = _check_features("test_features", test_features, train_x.shape[1])
+    given = _numpy(train_features=train_features, train_labels=train_labels,
+                   test_features=test_features, test_labels=test_labels,
+                   test_coarse_pred=test_coarse_pred, head_weight=head_weight,
+                   head_bias=head_bias)
+    train_x = checks.feature_matrix("train_features", given["train_features"])
+    test_x = checks.feature_matrix("test_features", given["test_features"], train_x.shape[1])
     fine_ids, coarse_of = parse_fine_to_coarse(fine_to_coarse)
     coarse_ids = np.unique(coarse_of)
     if len(coarse_ids) < 2:
         raise ValueError(f"fine_to_coarse must name at least 2 super-classes, got "
                          f"{coarse_ids.tolist()}")
     f2c = np.searchsorted(coarse_ids, coarse_of)
-    train_y = _check_ids("train_labels", train_labels, len(train_x), fine_ids, "fine_to_coarse")
-    test_y = _check_ids("test_labels", test_labels, len(test_x), fine_ids, "fine_to_coarse")
+    train_y = checks.label_positions("train_labels", given["train_labels"], len(train_x),
+                                     fine_ids, "fine_to_coarse")
+    test_y = checks.label_positions("test_labels", given["test_labels"], len(test_x), fine_ids,
+                                    "fine_to_coarse")
     absent = fine_ids[np.bincount(train_y, minlength=len(fine_ids)) == 0]
     if len(absent):
         raise ValueError(f"train_labels: fine class(es) {absent.tolist()} of fine_to_coarse "
                          "have no samples; every listed class needs train samples")
-    pred = None if test_coarse_pred is None else _check_ids(
-        "test_coarse_pred", test_coarse_pred, len(test_x), coarse_ids, "the super-class ids")
-    weight, bias = _check_head(head_weight, head_bias, len(coarse_ids), train_x.shape[1])
-    _check_options(n_init, seed, feature_norm)
+    pred = None if test_coarse_pred is None else checks.label_positions(
+        "test_coarse_pred", given["test_coarse_pred"], len(test_x), coarse_ids,
+        "the super-class ids")
+    weight, bias = checks.coarse_head(given["head_weight"], given["head_bias"], len(coarse_ids),
+                                      train_x.shape[1])
+    checks.kmeans_options(n_init, seed, feature_norm)
 
     report = collapse_report(train_x, train_y, f2c, "coarse", weight, bias)
     rec = recover_fine_labels(train_x, train_y, test_x, test_y, f2c, test_coarse_pred=pred,
@@ -286,27 +238,6 @@ def load_features_file(path: str | os.PathLike) -> dict[str, Any]:
     return kwargs
 
 
-def save_figures(result: dict[str, Any], test_labels: np.ndarray, out: Path) -> list[Path]:
-    """Confusion matrix of the (a) labels and per-super-class recovery against chance."""
-    fine_ids = np.array(list(result["fine_to_coarse"]))
-    names = [f"{f} (s{c})" for f, c in result["fine_to_coarse"].items()]
-    true = np.searchsorted(fine_ids, test_labels)
-    pred = np.searchsorted(fine_ids, result["labels"]["test_pred_true_coarse"])
-    confusion = charts.plot_confusion(true, pred, names,
-                                   title="recovered fine labels, (a) true super-class")
-    rec, coarse = result["recovery"], list(result["chance"]["per_superclass"])
-    rows = {"train clustering": rec["per_superclass_train"], "test (a)": rec["per_superclass"],
-            "test (b)": rec["per_superclass_pred_coarse"],
-            "chance (1/m)": result["chance"]["per_superclass"]}
-    values = [[np.nan if v[s] is None else v[s] for s in coarse]
-              for v in rows.values() if v is not None]
-    bars = charts.plot_grid_heatmap(np.array(values), [k for k, v in rows.items() if v is not None],
-                                 coarse, "recovery per super-class", xlabel="super-class")
-    charts.save_fig(confusion, out / "figures", "confusion_a")
-    charts.save_fig(bars, out / "figures", "per_superclass")
-    return [out / "figures" / "confusion_a.png", out / "figures" / "per_superclass.png"]
-
-
 def default_out(path: str | os.PathLike) -> Path:
     """Where the analysis of features file `path` goes by default: FILE_analysis beside it."""
     return Path(path).with_name(Path(path).stem + "_analysis")
@@ -320,7 +251,8 @@ def write_outputs(result: dict[str, Any], test_labels: Array, out: str | os.Path
     record = {k: v for k, v in result.items() if k != "labels"}
     written = [save_json(out / "results.json", {"source": source and str(source), **record}),
                save_npz(out / "labels.npz", **labels)]
-    return written + save_figures(result, _as_numpy("test_labels", test_labels), out)
+    return written + any_network.save_figures(result, _as_numpy("test_labels", test_labels),
+                                             out)
 
 
 def analyze_features_file(path: str | os.PathLike, out: str | os.PathLike | None = None,
