@@ -15,7 +15,6 @@ from nbutils import carry, results, run_index, stages, verify
 from nbutils.analysis import feature_norm_ablation
 from nbutils.config import PARAMETERS, PROFILES, resolve
 from nbutils.distributed import preflight
-from nbutils.experiments import onset_to_end
 from nbutils.lock import RunLocked
 from nbutils.paths import FIGURES_DIR, REPO
 from nbutils.plots import render_run
@@ -31,6 +30,7 @@ from nbutils.runs import (
     save_json,
 )
 from nbutils.seeds import write_seeds
+from nbutils.summaries import onset_to_end
 from nbutils.your_features import analyze_features_file, summary_lines
 
 

@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import scipy.stats
 
 from nbutils import checks
@@ -127,7 +126,7 @@ def pair_separability(
 
 
 def group_names(fine_to_coarse: np.ndarray, dataset: str = "cifar10") -> list[str]:
-    """'cat/dog' style names of the super-classes, as experiments.pair_names gives them."""
+    """'cat/dog' style names of the super-classes, as summaries.pair_names gives them."""
     names = class_names(dataset, len(fine_to_coarse))
     return ["/".join(n) for n in mapping_table(np.asarray(fine_to_coarse), names).values()]
 
@@ -234,7 +233,7 @@ def _spread_source(rows: list[dict[str, Any]], source: str) -> dict[str, Any] | 
             for split in SPLITS}
 
 
-def _mean(row: dict[str, Any], source: str, split: str) -> float:
+def source_mean(row: dict[str, Any], source: str, split: str) -> float:
     """Mean over seeds of one source and split of a pair_summary row; NaN when absent."""
     cell = row.get(source)
     return math.nan if cell is None else cell[split]["mean"]
@@ -253,8 +252,8 @@ def correlations(rows: Sequence[dict[str, Any]], split: str = "test",
     checks.choice("target", target, tuple(SOURCES))
     out = {}
     for source in (s for s in SOURCES if s != target):
-        xy = np.asarray([(_mean(r, source, split), _mean(r, target, split)) for r in rows],
-                        dtype=np.float64).reshape(-1, 2)
+        xy = np.asarray([(source_mean(r, source, split), source_mean(r, target, split))
+                         for r in rows], dtype=np.float64).reshape(-1, 2)
         xy = xy[np.isfinite(xy).all(axis=1)]
         out[source] = _fit(xy[:, 0], xy[:, 1])
     return out
@@ -270,34 +269,3 @@ def _fit(x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
     return {"n_pairs": len(x), "pearson": float(scipy.stats.pearsonr(x, y)[0]),
             "spearman": float(scipy.stats.spearmanr(x, y)[0]), "slope": float(slope),
             "intercept": float(intercept)}
-
-
-def _cell(stats: dict[str, Any] | None) -> str:
-    """'89.1 ± 0.6%' (sample sd), '89.1%' for one seed, '-' when not measured."""
-    if stats is None or stats["n"] == 0:
-        return "-"
-    if math.isnan(stats["sd"]):
-        return f"{100 * stats['mean']:.1f}%"
-    return f"{100 * stats['mean']:.1f} ± {100 * stats['sd']:.1f}%"
-
-
-def pair_frame(rows: Sequence[dict[str, Any]], split: str = "test") -> pd.DataFrame:
-    """One line per (mapping, pair), lowest merged recovery first: mean ± sd of every source."""
-    checks.choice("split", split, SPLITS)
-    lines = [{"mapping": r["mapping"], "pair": r["pair"], "seeds": len(r["seeds"]),
-              **{label: _cell(r[src] and r[src][split]) for src, label in SOURCES.items()},
-              "merged - baseline": _difference(r, split)}
-             for r in sorted(rows, key=lambda r: _mean(r, "merged", split))]
-    return pd.DataFrame(lines).set_index(["mapping", "pair"])
-
-
-def _difference(row: dict[str, Any], split: str) -> str:
-    """Mean merged minus mean baseline accuracy in points; '-' without a baseline."""
-    gap = _mean(row, "merged", split) - _mean(row, "baseline", split)
-    return "-" if math.isnan(gap) else f"{100 * gap:+.1f} pts"
-
-
-def correlation_frame(corr: dict[str, dict[str, Any]]) -> pd.DataFrame:
-    """One line per control: pairs, Pearson r, Spearman rho and the fitted line."""
-    return pd.DataFrame([{"against": SOURCES[s], **c} for s, c in corr.items()]).set_index(
-        "against")

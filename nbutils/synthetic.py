@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
 
@@ -301,16 +300,6 @@ def summarise_sweep(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         row |= {key: spread(values) for key, values in stats.items()}
         rows.append(row)
     return rows
-
-
-def separation_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """Mean ± sample sd over seeds per separation, for the final and initial recovery and NC1."""
-    keys = ("final_recovery_test", "init_recovery_test", "input_recovery", "init_nc1_coarse",
-            "final_nc1_coarse", "final_nc1_fine", "final_fine_variance_fraction", "tpt_epoch")
-    return pd.DataFrame([{"separation": r["separation"], "seeds": r["seeds"],
-                          "terminal phase": f"{r['terminal_phase_reached']}/{r['seeds']}",
-                          **{k: f"{r[k]['mean']:.4g} ± {r[k]['sd']:.2g}" for k in keys}}
-                         for r in rows]).set_index("separation")
 
 
 def _defaults(fn: Any) -> dict[str, Any]:

@@ -11,11 +11,11 @@ import pytest
 import torch
 from conftest import fake_split
 
-from nbutils import experiments as ex
-from nbutils import run_index, stats, sweeps
+from nbutils import stats, summaries, sweeps
 from nbutils.config import RunConfig, resolve
 from nbutils.data import save_cache
 from nbutils.paths import runs_root
+from nbutils.plots import tables
 from nbutils.runs import (
     RunConfigMismatch,
     checkpoint_path,
@@ -47,9 +47,9 @@ def fake_result(seed: int = 0, mapping: str = "mod5", lr: float = 0.1, wd: float
 
 def test_value_follows_dotted_paths_and_gives_nan_for_missing() -> None:
     res = fake_result()
-    assert ex.value(res, "recovery.test_acc_true_coarse") == 0.9
-    assert math.isnan(ex.value(res, "recovery.test_acc_pred_coarse"))
-    assert math.isnan(ex.value(res, "nc.nothing.here"))
+    assert summaries.value(res, "recovery.test_acc_true_coarse") == 0.9
+    assert math.isnan(summaries.value(res, "recovery.test_acc_pred_coarse"))
+    assert math.isnan(summaries.value(res, "nc.nothing.here"))
 
 
 def test_spread_over_seeds_uses_the_sample_sd() -> None:
@@ -62,56 +62,56 @@ def test_spread_over_seeds_uses_the_sample_sd() -> None:
 
 def test_dynamics_reads_the_terminal_phase_and_its_change() -> None:
     res = fake_result()
-    summary = ex.dynamics_summary([res, fake_result(seed=1, rec=(0.5, 0.7, 0.8, 0.75))])
+    summary = summaries.dynamics_summary([res, fake_result(seed=1, rec=(0.5, 0.7, 0.8, 0.75))])
     # Clean train accuracy >= 0.995 from epoch 10 of 15: held for 1/3 >= 0.3 of training.
     assert summary["epochs"] == [0, 5, 10, 15] and summary["tpt_epoch"] == [10, 10]
     assert summary["phase"][0]["reached"] and math.isclose(summary["phase"][0]["held_fraction"],
                                                            1 / 3)
     sd = summary["series"]["recovery.test_acc_true_coarse"]["sd"]
     assert math.isclose(sd[-1], math.sqrt(2) * 0.075)
-    change = ex.terminal_change(summary, "recovery.test_acc_true_coarse")
+    change = summaries.terminal_change(summary, "recovery.test_acc_true_coarse")
     assert [round(r["change"], 6) for r in change["per_seed"]] == [0.05, -0.05]
     assert math.isclose(change["change"]["mean"], 0.0, abs_tol=1e-12)
-    assert "coarse_train_acc" not in ex.terminal_changes(summary)
+    assert "coarse_train_acc" not in summaries.terminal_changes(summary)
     # Above threshold only at the last checkpoint: no terminal phase, and no change to report.
-    late = ex.dynamics_summary([fake_result(train_acc=(0.1, 0.2, 0.3, 0.999))])
+    late = summaries.dynamics_summary([fake_result(train_acc=(0.1, 0.2, 0.3, 0.999))])
     assert late["tpt_epoch"] == [None] and not late["phase"][0]["reached"]
-    assert ex.terminal_change(late, "nc.coarse.nc1") is None
+    assert summaries.terminal_change(late, "nc.coarse.nc1") is None
     with pytest.raises(ValueError, match="threshold"):
-        ex.dynamics_summary([res], threshold=1.5)
+        summaries.dynamics_summary([res], threshold=1.5)
 
 
 def test_history_matrix_needs_equal_checkpoints() -> None:
     other = fake_result()
     other["history"] = other["history"][:3]
     with pytest.raises(ValueError, match="same checkpoint epochs"):
-        ex.history_matrix([fake_result(), other], "nc.coarse.nc1")
+        summaries.history_matrix([fake_result(), other], "nc.coarse.nc1")
 
 
 def test_grid_summary_means_over_seeds_and_leaves_missing_cells_nan() -> None:
     results = [fake_result(seed=0, lr=0.1, wd=5e-4, rec=(0, 0, 0, 0.8)),
                fake_result(seed=1, lr=0.1, wd=5e-4, rec=(0, 0, 0, 0.9)),
                fake_result(seed=0, lr=0.01, wd=5e-5, rec=(0, 0, 0, 0.7))]
-    grid = ex.grid_summary(results, [0.1, 0.01], [5e-4, 5e-5])
+    grid = summaries.grid_summary(results, [0.1, 0.01], [5e-4, 5e-5])
     m = grid["mean"]["recovery.test_acc_true_coarse"]
     assert math.isclose(m[0][0], 0.85) and m[1][1] == 0.7
     assert math.isnan(m[0][1]) and math.isnan(m[1][0])
-    assert "2 seeds" in grid["setting"] and len(ex.grid_frame(grid)) == 4
+    assert "2 seeds" in grid["setting"] and len(tables.grid_frame(grid)) == 4
 
 
 def test_pair_names_and_table() -> None:
-    assert ex.pair_names(np.arange(10) % 5)[3] == "cat/ship"
-    rows = ex.pair_table([fake_result(seed=0), fake_result(seed=1)])
+    assert summaries.pair_names(np.arange(10) % 5)[3] == "cat/ship"
+    rows = summaries.pair_table([fake_result(seed=0), fake_result(seed=1)])
     assert rows[0]["pair"] == "deer/truck" and rows[0]["n"] == 2 and rows[0]["mean"] == 0.5
     assert rows[-1]["pair"] == "airplane/dog"
 
 
 def test_summarise_groups_by_mapping() -> None:
-    summary = ex.summarise([fake_result(0), fake_result(1), fake_result(0, mapping="semantic")],
-                           "mapping")
+    summary = summaries.summarise(
+        [fake_result(0), fake_result(1), fake_result(0, mapping="semantic")], "mapping")
     assert list(summary) == ["mod5", "semantic"] and summary["mod5"]["seeds"] == [0, 1]
     assert summary["mod5"]["recovery.test_acc_true_coarse"]["n"] == 2
-    assert len(ex.group_frame(summary)) == 2
+    assert len(tables.group_frame(summary)) == 2
 
 
 def test_best_cell_is_chosen_among_cells_in_the_terminal_phase() -> None:
@@ -120,98 +120,22 @@ def test_best_cell_is_chosen_among_cells_in_the_terminal_phase() -> None:
                fake_result(seed=1, lr=0.1, wd=5e-4, rec=(0, 0, 0, 0.9)),
                fake_result(seed=0, lr=0.01, wd=5e-4, rec=(0, 0, 0, 0.95), train_acc=late),
                fake_result(seed=1, lr=0.01, wd=5e-4, rec=(0, 0, 0, 0.95))]
-    grid = ex.grid_summary(results, [0.1, 0.01], [5e-4])
+    grid = summaries.grid_summary(results, [0.1, 0.01], [5e-4])
     assert grid["reached"] == [[1.0], [0.5]] and grid["evaluated_on"] == "test"
     # Onset at epoch 10 of 15 holds a third of training; the late seed only its last checkpoint.
     assert grid["held"] == [[[pytest.approx(1 / 3)] * 2], [[0.0, pytest.approx(1 / 3)]]]
     assert math.isclose(grid["sd"]["recovery.test_acc_true_coarse"][0][0], math.sqrt(0.005))
     # lr=0.01 scores higher but one of its seeds never reached the terminal phase.
-    best = ex.best_cell(grid, "recovery.test_acc_true_coarse")
+    best = summaries.best_cell(grid, "recovery.test_acc_true_coarse")
     assert (best["lr"], best["all_in_terminal_phase"], best["cells_in_terminal_phase"]) == (
         0.1, True, 1)
     assert math.isclose(best["value"], 0.85)
-    none = ex.grid_summary(results[2:3], [0.01], [5e-4])
-    fallback = ex.best_cell(none, "recovery.test_acc_true_coarse")
+    none = summaries.grid_summary(results[2:3], [0.01], [5e-4])
+    fallback = summaries.best_cell(none, "recovery.test_acc_true_coarse")
     assert fallback["lr"] == 0.01 and not fallback["all_in_terminal_phase"]
-    val = ex.grid_summary([fake_result(seed=0) | {"config": resolve(
+    val = summaries.grid_summary([fake_result(seed=0) | {"config": resolve(
         "exp", val_per_class=50).to_dict()}], [0.1], [5e-4])
     assert val["evaluated_on"] == "validation (50/class carved from train)"
-
-
-def test_split_halves_are_balanced_per_class_and_seeded() -> None:
-    labels = np.repeat(np.arange(4), 6)
-    half = ex.split_halves(labels, seed=3)
-    assert np.array_equal(np.bincount(labels[half == 1]), np.full(4, 3))
-    assert np.array_equal(half, ex.split_halves(labels, seed=3))
-    assert not np.array_equal(half, ex.split_halves(labels, seed=4))
-
-
-def test_split_run_data_relabels_into_20_halves(fake_cache: Path) -> None:
-    cfg = resolve("ci", data_root=str(fake_cache), train_per_class=4, test_per_class=2)
-    data = ex.split_run_data(cfg)
-    assert data.num_classes("baseline") == 20 and data.num_classes("coarse") == 10
-    assert np.array_equal(np.bincount(data.train.labels), np.full(20, 2))
-    assert np.array_equal(data.labels("coarse", "train"), data.train.labels // 2)
-
-
-def test_split_configs_refuse_what_the_split_sets(tmp_path: Path) -> None:
-    cfgs = ex.split_configs("ci", tmp_path, [0, 1])
-    assert [c.seed for c in cfgs] == [0, 1] and all(c.train_baseline for c in cfgs)
-    assert ex.split_configs("exp", tmp_path, [0], train_baseline=False)[0].train_baseline
-    with pytest.raises(ValueError, match="mapping"):
-        ex.split_configs("ci", tmp_path, [0], mapping="semantic")
-    with pytest.raises(ValueError, match="seeds"):
-        ex.split_configs("ci", tmp_path, [])
-
-
-def write_features(cfg, model: str, gap: float, seed: int = 0) -> None:
-    """A feature file in which the two halves of each class lie `gap` apart along one axis."""
-    rng = np.random.default_rng(seed)
-    arrays = {}
-    for split in ("train", "test"):
-        fine = np.repeat(np.arange(20), 30)
-        x = rng.normal(size=(len(fine), 8)).astype(np.float32)
-        x[:, 0] += 10 * (fine // 2)
-        x[:, 1] += gap * (fine % 2)
-        pred = fine if model == "baseline" else fine // 2
-        arrays |= {f"{split}_features": x, f"{split}_fine": fine, f"{split}_pred": pred}
-    k = 20 if model == "baseline" else 10
-    save_npz(features_path(cfg, model, cfg.epochs), **arrays, head_weight=np.ones((k, 8)),
-             head_bias=np.zeros(k), fine_to_coarse=np.arange(20) // 2, epoch=np.int64(cfg.epochs))
-
-
-def test_half_separation_on_known_geometry(tmp_path: Path) -> None:
-    cfg = resolve("ci", run_dir=str(tmp_path), n_init=4, feature_norm="none")
-    write_features(cfg, "baseline", gap=12.0)
-    apart = ex.half_separation(cfg, "20-label", cfg.epochs)
-    assert apart["train_cluster_acc"] == 1.0 and apart["test_acc_true_class"] == 1.0
-    # between / (between + within): gap^2 / 4 against a unit variance in 8 dimensions
-    assert math.isclose(apart["fine_variance_fraction"], 36 / (36 + 8), rel_tol=0.1)
-    assert apart["head_half_acc_train"] == 1.0 and apart["class_test_acc"] == 1.0
-    assert apart["own_train_acc"] == 1.0 and apart["class_train_acc"] == 1.0
-    write_features(cfg, "coarse", gap=0.0)
-    mixed = ex.half_separation(cfg, "10-label", cfg.epochs)
-    assert mixed["test_acc_true_class"] < 0.6 and mixed["fine_variance_fraction"] < 0.02
-    assert "head_half_acc_test" not in mixed
-
-
-def test_split_summary_sets_halves_beside_merged_pairs() -> None:
-    final = {"train_cluster_acc": 0.9, "test_acc_true_class": 0.5, "fine_variance_fraction": 0.1,
-             "nc1_within_class": 3.0, "own_train_acc": 1.0, "class_train_acc": 1.0,
-             "class_test_acc": 0.7, "head_half_acc_train": 0.95, "head_half_acc_test": 0.5}
-    fitted = {"reached": True, "onset_epoch": 10}
-    split = [{"config": {"seed": s}, "20-label": {"history": [final], "phase": fitted},
-              "10-label": {"history": [final], "phase": fitted}} for s in (0, 1)]
-    summary = ex.split_summary(split, [fake_result(0), fake_result(1)])
-    assert list(summary) == ["20-label", "10-label", "merged"]
-    assert summary["20-label"]["train_cluster_acc"]["n"] == 2
-    assert summary["20-label"]["reached_terminal_phase"] == [True, True]
-    assert summary["merged"]["test_acc_true_class"]["mean"] == 0.9
-    assert summary["merged"]["reached_terminal_phase"] == [True, True]
-    assert "mod5" in summary["merged"]["label"]
-    row = run_index.split_row({**split[0], "config": resolve("tpt").to_dict()}, "20-label")
-    assert row["experiment"] == "split-20-label" and row["mapping"] == "halves"
-    assert row["steps"] == 6000 and row["tpt_step"] == 200 and math.isnan(row["nc1_coarse"])
 
 
 def test_grid_points_visit_every_cell_once_before_any_second_seed() -> None:
@@ -357,23 +281,6 @@ def test_runs_differing_only_in_mapping_share_one_trained_baseline(tmp_path: Pat
     assert sweeps.baseline_twin(other) is None
 
 
-def test_a_split_run_held_by_another_process_is_refused(fake_cache: Path, tmp_path: Path) -> None:
-    from test_lock import start_holder
-
-    from nbutils.lock import RunLocked
-
-    cfg = ex.split_configs("ci", tmp_path / "split", [0], data_root=str(fake_cache),
-                           train_per_class=4, test_per_class=2)[0]
-    holder = start_holder(Path(cfg.run_dir))
-    try:
-        with pytest.raises(RunLocked, match=f"PID {holder.pid}"):
-            ex.run_split(cfg, progress=False)
-    finally:
-        holder.kill()
-        holder.wait()
-    assert not (Path(cfg.run_dir) / "split_results.json").exists()
-
-
 def test_the_sweep_archive_under_figures_is_committed_not_ignored() -> None:
     repo = Path(__file__).resolve().parents[1]
     if not (repo / ".git").exists():
@@ -397,7 +304,7 @@ def test_onset_to_end_reads_each_run_at_its_own_onset_with_a_t_interval() -> Non
 
     runs = [run(0, 16, 0.95, 0.94), run(1, 18, 0.96, 0.94), run(2, 14, 0.95, 0.92),
             run(3, 16, 0.9, 0.9, reached=False)]
-    out = ex.onset_to_end(runs, {"recovery.test_acc_true_coarse": "(a)"})
+    out = summaries.onset_to_end(runs, {"recovery.test_acc_true_coarse": "(a)"})
     m = out["measures"]["recovery.test_acc_true_coarse"]
     assert (out["seeds"], out["onset_epoch"], out["left_out_seeds"]) == ([0, 1, 2], [16, 18, 14],
                                                                         [3])
@@ -409,4 +316,4 @@ def test_onset_to_end_reads_each_run_at_its_own_onset_with_a_t_interval() -> Non
     assert m["change_t95"] == pytest.approx((-0.02 - half, -0.02 + half))
     runs[0]["history"].pop(1)
     with pytest.raises(ValueError, match="seed 0: no history entry at its terminal-phase onset"):
-        ex.onset_to_end(runs, {"recovery.test_acc_true_coarse": "(a)"})
+        summaries.onset_to_end(runs, {"recovery.test_acc_true_coarse": "(a)"})

@@ -16,6 +16,7 @@ from nbutils import pairs, plots, sweeps
 from nbutils.config import resolve
 from nbutils.data import save_cache
 from nbutils.features import load_features
+from nbutils.plots import tables
 from nbutils.recovery import raw_pixel_features, recover_fine_labels
 from nbutils.run_data import load_run_data
 from nbutils.runs import ArtifactError, create_run, load_json, load_run
@@ -211,7 +212,7 @@ def test_a_run_without_baseline_reports_it_absent(tmp_path: Path, cache: Path,
     assert len(rows) == 10 and all(r["baseline"] is None for r in semantic)
     corr = pairs.correlations(rows)
     assert corr["baseline"]["n_pairs"] == 5 and set(corr) == set(pairs.CONTROLS)
-    frame = pairs.pair_frame(rows)
+    frame = tables.pair_frame(rows)
     assert len(frame) == 10 and (frame.loc["semantic", "merged - baseline"] == "-").all()
 
 
@@ -257,7 +258,7 @@ def test_correlations_follow_a_known_line() -> None:
     assert math.isclose(base["spearman"], 1.0) and math.isclose(base["slope"], 2.0)
     # A control that is the same for every pair correlates with nothing.
     assert corr["raw_pixels"]["pearson"] is None and corr["raw_pixels"]["n_pairs"] == 4
-    assert list(pairs.correlation_frame(corr).index) == [pairs.SOURCES[s] for s in corr]
+    assert list(tables.correlation_frame(corr).index) == [pairs.SOURCES[s] for s in corr]
     with pytest.raises(ValueError, match="split"):
         pairs.correlations([], split="val")
 

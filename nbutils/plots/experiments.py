@@ -15,8 +15,8 @@ import matplotlib.ticker
 import numpy as np
 from matplotlib.figure import Figure
 
-from nbutils.experiments import group_by, run_setting, value
 from nbutils.plots.charts import coarse_palette, plot_grid_heatmap, set_style
+from nbutils.summaries import group_by, run_setting, value
 from nbutils.synthetic import history_series
 
 
@@ -133,7 +133,7 @@ def plot_vs_separation(
 
 
 def dynamics_figures(summary: dict[str, Any], prefix: str) -> dict[str, Figure]:
-    """One figure per quantity of a dynamics summary (experiments.dynamics_summary)."""
+    """One figure per quantity of a dynamics summary (summaries.dynamics_summary)."""
     s, title = summary["series"], summary["setting"]
 
     def pick(*paths: str) -> dict[str, dict[str, Any]]:

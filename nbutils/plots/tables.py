@@ -1,15 +1,20 @@
-"""Tables for the notebooks: configs, logs and metrics as pandas DataFrames."""
+"""Tables for the notebooks: configs, logs, metrics and experiment summaries as DataFrames."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from IPython.display import Markdown
 
+from nbutils import checks
 from nbutils.config import RunConfig
 from nbutils.data import mapping_table
+from nbutils.pairs import SOURCES, SPLITS, source_mean
 
 
 def config_frame(cfg: RunConfig) -> pd.DataFrame:
@@ -63,6 +68,94 @@ def controls_frame(controls: dict[str, dict]) -> pd.DataFrame:
     """Control recoveries side by side."""
     return pd.DataFrame({name: {k: v for k, v in m.items() if not isinstance(v, list)}
                          for name, m in controls.items()})
+
+
+def phase_frame(summary: dict[str, Any]) -> pd.DataFrame:
+    """Each seed's terminal phase in a dynamics summary (summaries.dynamics_summary)."""
+    return pd.DataFrame(summary["phase"], index=pd.Index(summary["seeds"], name="seed"))
+
+
+def change_frame(changes: dict[str, Any], labels: dict[str, str]) -> pd.DataFrame:
+    """One row per measure: seeds in the terminal phase, mean at onset and end, change ± sd."""
+    rows = []
+    for path, change in changes.items():
+        if change:
+            per = change["per_seed"]
+            rows.append({"measure": labels.get(path, path), "seeds": len(per),
+                         "at onset (mean)": np.mean([r["at_tpt"] for r in per]),
+                         "end (mean)": np.mean([r["end"] for r in per]),
+                         "change (mean)": change["change"]["mean"],
+                         "change (sd, ddof=1)": change["change"]["sd"]})
+    return pd.DataFrame(rows).set_index("measure") if rows else pd.DataFrame()
+
+
+def grid_frame(grid: dict[str, Any]) -> pd.DataFrame:
+    """One row per grid cell, one column per GRID_KEYS value (means over seeds)."""
+    rows = []
+    for i, lr in enumerate(grid["lrs"]):
+        for j, wd in enumerate(grid["weight_decays"]):
+            rows.append({"lr": lr, "weight_decay": wd,
+                         "seeds in terminal phase (share)": grid["reached"][i][j],
+                         **{label: grid["mean"][p][i][j] for p, label in grid["labels"].items()}})
+    return pd.DataFrame(rows)
+
+
+def group_frame(summary: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """Means (± sample sd over seeds) of a summary, one row per group."""
+    rows = []
+    for group, entry in summary.items():
+        row = {"group": group, "seeds": entry["seeds"]}
+        for key, s in entry.items():
+            if isinstance(s, dict) and "mean" in s:
+                row[key] = f"{s['mean']:.4f} ± {s['sd']:.4f}"
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("group")
+
+
+def _cell(stats: dict[str, Any] | None) -> str:
+    """'89.1 ± 0.6%' (sample sd), '89.1%' for one seed, '-' when not measured."""
+    if stats is None or stats["n"] == 0:
+        return "-"
+    if math.isnan(stats["sd"]):
+        return f"{100 * stats['mean']:.1f}%"
+    return f"{100 * stats['mean']:.1f} ± {100 * stats['sd']:.1f}%"
+
+
+def pair_frame(rows: Sequence[dict[str, Any]], split: str = "test") -> pd.DataFrame:
+    """One line per (mapping, pair), lowest merged recovery first: mean ± sd of every source."""
+    checks.choice("split", split, SPLITS)
+    lines = [{"mapping": r["mapping"], "pair": r["pair"], "seeds": len(r["seeds"]),
+              **{label: _cell(r[src] and r[src][split]) for src, label in SOURCES.items()},
+              "merged - baseline": _difference(r, split)}
+             for r in sorted(rows, key=lambda r: source_mean(r, "merged", split))]
+    return pd.DataFrame(lines).set_index(["mapping", "pair"])
+
+
+def _difference(row: dict[str, Any], split: str) -> str:
+    """Mean merged minus mean baseline accuracy in points; '-' without a baseline."""
+    gap = source_mean(row, "merged", split) - source_mean(row, "baseline", split)
+    return "-" if math.isnan(gap) else f"{100 * gap:+.1f} pts"
+
+
+def correlation_frame(corr: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """One line per control: pairs, Pearson r, Spearman rho and the fitted line."""
+    return pd.DataFrame([{"against": SOURCES[s], **c} for s, c in corr.items()]).set_index(
+        "against")
+
+
+def separation_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Mean ± sample sd over seeds per separation, for the final and initial recovery and NC1."""
+    keys = ("final_recovery_test", "init_recovery_test", "input_recovery", "init_nc1_coarse",
+            "final_nc1_coarse", "final_nc1_fine", "final_fine_variance_fraction", "tpt_epoch")
+    return pd.DataFrame([{"separation": r["separation"], "seeds": r["seeds"],
+                          "terminal phase": f"{r['terminal_phase_reached']}/{r['seeds']}",
+                          **{k: f"{r[k]['mean']:.4g} ± {r[k]['sd']:.2g}" for k in keys}}
+                         for r in rows]).set_index("separation")
+
+
+def synthetic_runs_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per (separation, seed) of synthetic.run_summary_row records."""
+    return pd.DataFrame(rows).set_index(["separation", "seed"])
 
 
 def markdown(text: str) -> Markdown:
