@@ -1,7 +1,7 @@
 """A run's numbers are a function of its configuration and its recorded environment.
 
 (The same configuration trained twice giving identical results is
-tests/test_reliability.py::test_same_seed_gives_identical_results.)
+tests/test_resume.py::test_same_seed_gives_identical_results.)
 """
 
 from __future__ import annotations
