@@ -11,7 +11,7 @@ PYTEST_ARGS ?= -n $(PYTEST_WORKERS) --dist loadfile --durations=15
 # YES=1 confirms a run whose estimated cost on this machine passes 2 hours.
 YES ?=
 
-.PHONY: reproduce test test-fast lint notebooks-clean benchmarks clean
+.PHONY: reproduce test test-fast lint notebooks-clean benchmarks clean site
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,8 +36,13 @@ benchmarks: $(VENV)/.installed
 	$(PY) benchmarks/analysis_speed.py
 	$(PY) benchmarks/eval_batch.py
 
+# The README, docs/ and the executed notebooks as one static site: open build/site/index.html.
+# MkDocs (--strict) and a check of every link in the built HTML fail it on a broken link.
+site: $(VENV)/.installed
+	$(PY) -m nbutils site
+
 clean:
-	rm -rf runs .pytest_cache
+	rm -rf runs build .pytest_cache
 
 # Notebooks 06-10 (experiments beyond the headline): runs under runs/experiments (reused when
 # finished), figures, results JSON and executed copies under figures/experiments.

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch.distributed as dist
 
-from nbutils import carry, results, run_index, stages, verify
+from nbutils import carry, results, run_index, site, stages, verify
 from nbutils.analysis import feature_norm_ablation
 from nbutils.config import PARAMETERS, PROFILES, resolve
 from nbutils.distributed import preflight
@@ -115,6 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="folder of the published profiles (<profile>/results.json, "
                             "<profile>/seeds/*/results.json)")
     index.add_argument("--out", default=str(FIGURES_DIR / "experiments" / "runs.csv"))
+    site_parser = sub.add_parser("site", help="the README, docs/ and the executed notebooks as "
+                                              "one static HTML site (MkDocs), links checked")
+    site_parser.add_argument("--out", default=str(site.BUILD_DIR),
+                             help="build folder: staged sources in src/, the site in site/")
     sub.add_parser("verify", help="recompute the headline numbers from the committed small files "
                                   "(compact.npz, per-seed results, histories) and compare")
     packer = sub.add_parser("pack", help="a run's resume state (last.pt, config, logs) as "
@@ -298,12 +302,17 @@ def cmd_readme(args: argparse.Namespace) -> None:
                          if changed else "nothing, already up to date"))
 
 
+def cmd_site(args: argparse.Namespace) -> None:
+    """Build the static site; a failed build or a broken link is an error."""
+    print(site.build(out=Path(args.out)) / "index.html")
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {
     "reproduce": cmd_reproduce, "train": cmd_train, "analyze": cmd_analyze,
     "experiments": cmd_experiments, "readme": cmd_readme, "render": cmd_render,
     "feature-norms": cmd_feature_norms, "analyze-features": cmd_analyze_features,
     "intervals": cmd_intervals, "seeds": cmd_seeds, "runs-index": cmd_runs_index,
-    "pack": cmd_pack, "unpack": cmd_unpack, "verify": cmd_verify,
+    "pack": cmd_pack, "unpack": cmd_unpack, "verify": cmd_verify, "site": cmd_site,
 }
 
 
@@ -312,7 +321,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         COMMANDS[args.command](args)
-    except (ValueError, ArtifactError, RunConfigMismatch, RunLocked, NotebookFailed) as err:
+    except (ValueError, ArtifactError, RunConfigMismatch, RunLocked, NotebookFailed,
+            site.SiteError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0
