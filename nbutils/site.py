@@ -23,6 +23,7 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlsplit
 
 from nbutils.paths import REPO
+from nbutils.runs import atomic_write
 
 BUILD_DIR = REPO / "build"
 # What the site is made of, relative to the repository root.
@@ -96,7 +97,9 @@ def folder_page(folder: Path) -> str:
     for name in ("index.md", "README.md"):
         if (folder / name).is_file():
             return name
-    (folder / "index.md").write_text(listing(folder))
+    # Listed before the write: the temporary beside index.md is not one of the folder's files.
+    text = listing(folder)
+    atomic_write(folder / "index.md", lambda tmp: tmp.write_text(text))
     return "index.md"
 
 
@@ -108,7 +111,8 @@ def stage_markdown(path: Path, root: Path) -> None:
         target = root / normalise(here / link)
         return f"{link.rstrip('/')}/{folder_page(target)}" if link and target.is_dir() else link
 
-    path.write_text(map_links(strip_tokens(path.read_text()), change))
+    text = map_links(strip_tokens(path.read_text()), change)
+    atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 def notebook_links(source: str, staged: PurePosixPath) -> str:
@@ -129,7 +133,7 @@ def stage_notebook(path: Path, root: Path) -> None:
         if cell["cell_type"] == "markdown":
             text = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
             cell["source"] = notebook_links(text, staged)
-    path.write_text(json.dumps(nb))
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(nb)))
 
 
 def stage(repo: Path, dest: Path) -> None:
@@ -141,8 +145,7 @@ def stage(repo: Path, dest: Path) -> None:
         if src.is_dir():
             shutil.copytree(src, dest / name)
         elif src.is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / name)
+            atomic_write(dest / name, lambda tmp, src=src: shutil.copy2(src, tmp))
     for path in sorted(dest.rglob("*.md")):
         stage_markdown(path, dest)
     for path in sorted(dest.rglob("*.ipynb")):
@@ -249,7 +252,8 @@ def build(repo: Path = REPO, out: Path = BUILD_DIR) -> Path:
     stage(repo, out / "src")
     config_file = out / "mkdocs.yml"
     # JSON is YAML: the configuration is written without a YAML library.
-    config_file.write_text(json.dumps(config(out), indent=1))
+    text = json.dumps(config(out), indent=1)
+    atomic_write(config_file, lambda tmp: tmp.write_text(text))
     run_mkdocs(config_file)
     broken = broken_links(out / "site")
     if broken:
