@@ -10,8 +10,13 @@ written outside a token in a document listed in TOKENISED.
 
 - SOURCES names the results files a token may read (paths from the repository root).
 - `lookup` is the one reader of dotted keys into those files: a key may itself hold dots (the
-  summaries of seeds.json are keyed `recovery.test_acc_pred_coarse`), and integers index lists.
-- FORMATS says how a value is written: a fraction as a percentage, points, a plain number.
+  summaries of seeds.json are keyed `recovery.test_acc_pred_coarse`), integers index lists
+  (-1 is the last), and `*` maps the rest of the path over every item of a list.
+- FORMATS says how a value is written: a fraction as a percentage, points, a plain number, the
+  range or Student-t interval of a list of values.
+- `fill` is the notebooks' renderer: a notebook's closing "What we see" is a hand-written text
+  whose tokens name its own run (`{{run:recovery.test_acc_pred_coarse|pct}}`), filled with bare
+  values from the results the notebook passes in.
 """
 
 from __future__ import annotations
@@ -67,21 +72,71 @@ def _interval_points(x: Any) -> str:
     return f"[{100 * low:+.1f}, {100 * high:+.1f}]"
 
 
-def _mean_sd(x: Any) -> str:
-    """A {mean, sd} entry of fractions as 'mean ± sd%'."""
+def _mean_sd(x: Any, write: Callable[[float], str] = lambda v: f"{100 * v:.1f}",
+             unit: str = "%") -> str:
+    """A {mean, sd} entry as 'mean ± sd%'; the mean alone where no sd is defined (one seed)."""
     if not isinstance(x, dict) or "mean" not in x or "sd" not in x:
         raise ValueError(f"format pm needs a {{mean, sd}} entry, got {x!r}")
-    return f"{100 * _number(x['mean']):.1f} ± {100 * _number(x['sd']):.1f}%"
+    sd = x["sd"]
+    if sd is None or (isinstance(sd, float) and math.isnan(sd)):
+        return f"{write(_number(x['mean']))}{unit}"
+    return f"{write(_number(x['mean']))} ± {write(_number(sd))}{unit}"
 
 
-def _t95(x: Any) -> str:
-    """The Student-t 95% interval of a seeds-summary entry's values, as percentages."""
-    if not isinstance(x, dict) or not isinstance(x.get("values"), list):
-        raise ValueError(f"format t95 needs a seeds-summary entry with 'values', got {x!r}")
-    ci = t_interval([_number(v) for v in x["values"]])
+def _share_true(x: Any) -> str:
+    """A list of booleans as 'k of n'."""
+    if not isinstance(x, list) or not all(isinstance(v, bool) for v in x):
+        raise ValueError(f"format of needs a list of true/false, got {x!r}")
+    return f"{sum(x)} of {len(x)}"
+
+
+def _values(x: Any) -> list[float]:
+    """The numbers of a list, or of a seeds-summary entry's 'values'."""
+    if isinstance(x, dict) and isinstance(x.get("values"), list):
+        x = x["values"]
+    if not isinstance(x, list) or not x:
+        raise ValueError(f"needs a non-empty list of values (or an entry with 'values'), got {x!r}")
+    return [_number(v) for v in x]
+
+
+def _t95(x: Any) -> tuple[float, float]:
+    """The Student-t 95% interval of the mean of a list of values (over seeds)."""
+    ci = t_interval(_values(x))
     if ci is None:
-        raise ValueError("format t95 needs at least 2 values")
-    return _interval(ci)
+        raise ValueError("a t interval needs at least 2 values")
+    return ci
+
+
+def _mean(x: Any) -> float:
+    """The mean of a list of values."""
+    values = _values(x)
+    return sum(values) / len(values)
+
+
+def _span(x: Any, write: Callable[[float], str], unit: str = "") -> str:
+    """'low-high' of a list of values ('low' when all are equal), each written by `write`."""
+    values = _values(x)
+    low, high = write(min(values)), write(max(values))
+    return f"{low}{unit}" if low == high else f"{low}-{high}{unit}"
+
+
+def _yes_no(x: Any) -> str:
+    """A boolean as 'yes' or 'no'."""
+    if not isinstance(x, bool):
+        raise ValueError(f"format yesno needs true or false, got {x!r}")
+    return "yes" if x else "no"
+
+
+def _count(x: Any) -> str:
+    """How many items a list or mapping holds."""
+    if not isinstance(x, (list, dict)):
+        raise ValueError(f"format n needs a list or a mapping to count, got {x!r}")
+    return f"{len(x):,}"
+
+
+def _epoch(x: Any) -> str:
+    """An epoch, or 'none' where the record has none (a phase never reached)."""
+    return "none" if x is None else f"{round(_number(x))}"
 
 
 def _pair(x: Any) -> tuple[float, float]:
@@ -102,9 +157,26 @@ FORMATS: dict[str, Callable[[Any], str]] = {
     "pct": lambda x: _pct(_number(x)),            # 0.8853 -> 88.5%
     "pp": lambda x: _points(_number(x)),          # a difference of fractions -> +1.2 (points)
     "pm": _mean_sd,                               # {mean, sd} of fractions -> 88.5 ± 0.4%
+    "pm_g3": lambda x: _mean_sd(x, lambda v: f"{v:.3g}", ""),  # {mean, sd} -> 0.6 ± 0.035
+    "of": _share_true,                            # [true, true, false] -> 2 of 3
+    "pct_bare": lambda x: f"{100 * _number(x):.1f}",  # 0.619 -> 61.9 (a % follows elsewhere)
     "ci": _interval,                              # [low, high] of fractions -> [87.6, 89.5]
     "ci_pp": _interval_points,                    # [low, high] of differences -> [-0.9, +0.1]
-    "t95": _t95,                                  # seeds entry -> Student-t 95% over seeds
+    "t95": lambda x: _interval(_t95(x)),          # values -> Student-t 95% of their mean
+    "t95_pp": lambda x: _interval_points(_t95(x)),  # differences -> t interval in points
+    "t95_g3": lambda x: "[{:+.3g}, {:+.3g}]".format(*_t95(x)),
+    "mean_pct": lambda x: _pct(_mean(x)),         # values -> their mean as a percentage
+    "mean_pp": lambda x: _points(_mean(x)),
+    "mean_g3": lambda x: f"{_mean(x):.3g}",
+    "mean_f2": lambda x: f"{_mean(x):.2f}",
+    "range_pct": lambda x: _span(x, lambda v: f"{100 * v:.1f}", "%"),  # values -> 72.0-73.4%
+    "range_pp": lambda x: _span(x, lambda v: f"{100 * v:.1f}"),
+    "range_int": lambda x: _span(x, lambda v: f"{round(v)}"),         # epochs -> 195-210
+    "ints": lambda x: ", ".join(f"{round(v)}" for v in _values(x)),    # 200, 200, 190
+    "pct0": lambda x: f"{100 * _number(x):.0f}%",                      # 0.6 -> 60%
+    "yesno": _yes_no,
+    "epoch": _epoch,
+    "n": _count,                                                       # a list -> its length
     "f2": lambda x: f"{_number(x):.2f}",
     "f3": lambda x: f"{_number(x):.3f}",
     "g3": lambda x: f"{_number(x):.3g}",
@@ -115,7 +187,7 @@ FORMATS: dict[str, Callable[[Any], str]] = {
 TOKEN = re.compile(r"\{\{\s*([a-z_0-9]+):([^|}]+?)(?:\|([a-z_0-9]+))?\s*\}\}")
 RENDERED = re.compile(r"<!--t ([a-z_0-9]+):([^|]+?)\|([a-z_0-9]+)-->(.*?)<!--/t-->", re.S)
 # Documents whose every result-like number must be a token (tests/test_docs.py).
-TOKENISED = ("README.md", "docs/results.md")
+TOKENISED = ("README.md", "docs/results.md", "docs/experiments.md")
 
 
 class TokenError(ValueError):
@@ -123,10 +195,14 @@ class TokenError(ValueError):
 
 
 def lookup(node: Any, dotted: str) -> Any:
-    """The value at `dotted` in a JSON tree; keys may contain dots, integers index lists."""
+    """The value at `dotted` in a JSON tree; keys may contain dots, integers index lists, `*`
+    maps the rest of the path over a list's items."""
     parts = dotted.split(".")
     i = 0
     while i < len(parts):
+        if isinstance(node, list) and parts[i] == "*":
+            rest = ".".join(parts[i + 1:])
+            return [lookup(item, rest) if rest else item for item in node]
         if isinstance(node, list):
             try:
                 node, i = node[int(parts[i])], i + 1
@@ -148,20 +224,26 @@ def lookup(node: Any, dotted: str) -> Any:
 
 def resolve_token(source: str, path: str, fmt: str, root: Path = REPO,
                   cache: dict[str, Any] | None = None) -> str:
-    """The formatted value of one token; TokenError naming what is wrong."""
-    if source not in SOURCES:
-        raise TokenError(f"source: unknown {source!r}; allowed: {', '.join(SOURCES)}")
+    """The formatted value of one token; TokenError naming what is wrong.
+
+    `cache` holds the loaded sources; a name already in it (a notebook's own results) is read
+    from there before SOURCES is consulted.
+    """
+    cache = {} if cache is None else cache
+    if source not in cache and source not in SOURCES:
+        raise TokenError(f"source: unknown {source!r}; allowed: "
+                         f"{', '.join([*cache, *SOURCES])}")
     if fmt not in FORMATS:
         raise TokenError(f"format: unknown {fmt!r} in {{{{{source}:{path}|{fmt}}}}}; "
                          f"allowed: {', '.join(FORMATS)}")
-    cache = {} if cache is None else cache
     if source not in cache:
         cache[source] = load_json(Path(root) / SOURCES[source])
     try:
         value = lookup(cache[source], path.strip())
         return FORMATS[fmt](value)
-    except (KeyError, ValueError) as err:
-        raise TokenError(f"{{{{{source}:{path}|{fmt}}}}}: {SOURCES[source]} gives no usable "
+    except (KeyError, ValueError, TypeError) as err:
+        where = SOURCES.get(source, f"source {source!r}")
+        raise TokenError(f"{{{{{source}:{path}|{fmt}}}}}: {where} gives no usable "
                          f"value ({err})") from None
 
 
@@ -177,6 +259,15 @@ def render(text: str, root: Path = REPO) -> str:
 
     text = RENDERED.sub(lambda m: fill(m.group(1), m.group(2), m.group(3)), text)
     return TOKEN.sub(lambda m: fill(m.group(1), m.group(2), m.group(3)), text)
+
+
+def fill(text: str, root: Path = REPO, **sources: Any) -> str:
+    """`text` with every token replaced by its bare value; each keyword names a source (a
+    results mapping, or the path of a JSON file) read before SOURCES."""
+    cache = {name: load_json(Path(value)) if isinstance(value, (str, Path)) else value
+             for name, value in sources.items()}
+    return TOKEN.sub(lambda m: resolve_token(m.group(1), m.group(2), m.group(3) or "pct",
+                                             root, cache), text)
 
 
 def render_file(path: Path, root: Path = REPO) -> bool:
@@ -196,7 +287,7 @@ RESULT_NUMBER = re.compile(r"(?<![\w./-])[-−+]?\d[\d,]*\.\d+\s?%?|(?<![\w./-])
 # intervals' level, chance), not measured here.
 ALLOWED = frozenset({"93%", "99.5%", "0.1", "0.01", "0.001", "5e-3", "5e-4", "5e-5", "0.9",
                      "0.3", "0.6", "0.5", "0.75", "2306.17105", "3.10", "95%",
-                     "50%"})
+                     "50%", "30%"})
 
 
 def untokenised_numbers(text: str) -> list[str]:

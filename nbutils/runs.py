@@ -95,7 +95,7 @@ def load_json(path: Path, remedy: str = "delete it and re-run the stage that wri
         raise ArtifactError(f"{path} is truncated or corrupt ({err}); {remedy}") from err
 
 
-# The `amp` of a run trained before its precision was recorded (runs.csv, narratives).
+# The `amp` of a run trained before its precision was recorded (runs.csv, the docs).
 UNRECORDED_AMP = "unrecorded"
 
 

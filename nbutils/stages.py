@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from nbutils import analysis, features, narrative, report, results
+from nbutils import analysis, features, report, results
 from nbutils.config import RunConfig, resolve
 from nbutils.lock import run_lock
 from nbutils.paths import FIGURES_DIR, REPO
@@ -214,12 +214,9 @@ def publish(cfg: RunConfig, dest: Path) -> Path:
 
 
 def refresh_docs() -> list[Path]:
-    """Rebuild the README's results table and the generated paragraphs of the docs, then fill
-    every number token of the README and docs/*.md from the results files."""
-    changed = [path for path, update in (
-        (REPO / "README.md", results.update_readme),
-        (REPO / "docs" / "experiments.md", narrative.update_experiments_docs))
-        if update(path, FIGURES_DIR)]
+    """Rebuild the README's results table, then fill every number token of the README and
+    docs/*.md from the results files."""
+    changed = [REPO / "README.md"] if results.update_readme(REPO / "README.md", FIGURES_DIR) else []
     for path in (REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))):
         if report.render_file(path) and path not in changed:
             changed.append(path)

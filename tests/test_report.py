@@ -65,3 +65,42 @@ def test_untokenised_result_numbers_are_found_outside_code_links_and_the_allow_l
     text = ("Recovery is 88.5% and NC1 0.267, over 3 seeds of 30 epochs (lr 0.1, the paper's 93%)."
             "\n\n```bash\necho 97.4%\n```\n`0.5` and [a](figures/0.25.png)")
     assert report.untokenised_numbers(text) == ["88.5%", "0.267"]
+
+
+@pytest.mark.parametrize("fmt, value, text", [
+    ("t95_pp", [-0.006, -0.0025, -0.0025], "[-0.9, +0.1]"), ("mean_pct", [0.72, 0.734], "72.7%"),
+    ("range_pct", [0.734, 0.72, 0.73], "72.0-73.4%"), ("range_pct", [0.5, 0.5], "50.0%"),
+    ("range_int", [210, 195, 200], "195-210"), ("ints", [200, 200, 190], "200, 200, 190"),
+    ("pct0", 0.6, "60%"), ("yesno", True, "yes"), ("yesno", False, "no"), ("epoch", None, "none"),
+    ("epoch", 16, "16"), ("n", [1, 2, 3], "3"), ("t95_g3", [1.0, 2.0, 3.0], "[-0.484, +4.48]"),
+])
+def test_formats_over_lists(fmt: str, value, text: str) -> None:
+    assert report.FORMATS[fmt](value) == text
+
+
+def test_a_star_maps_the_rest_of_the_path_over_a_list() -> None:
+    tree = {"runs": [{"a": {"b": 1}}, {"a": {"b": 2}}], "h": [{"e": 0}, {"e": 16}]}
+    assert report.lookup(tree, "runs.*.a.b") == [1, 2]
+    assert report.lookup(tree, "h.-1.e") == 16
+    assert report.fill("{{t:runs.*.a.b|range_int}} to {{t:h.-1.e|epoch}}", t=tree) == "1-2 to 16"
+
+
+def test_fill_reads_a_notebooks_own_results_and_names_a_missing_key(tmp_path: Path) -> None:
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps({"coarse": {"test_acc": 0.832}}))
+    assert report.fill("test {{run:coarse.test_acc|pct}}", run=path) == "test 83.2%"
+    assert report.fill("test {{run:coarse.test_acc}}", run={"coarse": {"test_acc": 0.5}}) \
+        == "test 50.0%"
+    with pytest.raises(report.TokenError, match="source 'run' gives no usable value"):
+        report.fill("{{run:baseline.test_acc|pct}}", run={"coarse": {}})
+    with pytest.raises(report.TokenError, match="format yesno needs true or false"):
+        report.fill("{{run:coarse.test_acc|yesno}}", run={"coarse": {"test_acc": 0.5}})
+
+
+@pytest.mark.parametrize("fmt, value, text", [
+    ("pm", {"mean": 0.5, "sd": None}, "50.0%"), ("pm", {"mean": 0.5, "sd": float("nan")}, "50.0%"),
+    ("pm_g3", {"mean": 0.6, "sd": 0.0351}, "0.6 ± 0.0351"), ("of", [True, False, True], "2 of 3"),
+    ("pct_bare", 0.619, "61.9"),
+])
+def test_formats_of_entries_with_one_seed(fmt: str, value, text: str) -> None:
+    assert report.FORMATS[fmt](value) == text
