@@ -67,6 +67,17 @@ def test_untokenised_result_numbers_are_found_outside_code_links_and_the_allow_l
     assert report.untokenised_numbers(text) == ["88.5%", "0.267"]
 
 
+def test_a_marked_cost_guide_and_versions_are_skipped_and_nothing_else() -> None:
+    text = ("On torch 2.11 and Python 3.12 an epoch took 3.96 s.\n\n"
+            "<!-- cost-guide:start -->\nAbout 0.06 s per step, 0.94-0.99 of the bare step.\n"
+            "<!-- cost-guide:end -->\n\nRecovery 88.5%.\n"
+            "<!-- cost-guide:start -->\nunclosed 0.55 s\n")
+    assert report.untokenised_numbers(text) == ["3.96", "88.5%", "0.55"]
+    # Only a region of the two names is skipped.
+    assert report.untokenised_numbers(
+        "<!-- notes:start -->\n0.55 s\n<!-- notes:end -->") == ["0.55"]
+
+
 @pytest.mark.parametrize("fmt, value, text", [
     ("t95_pp", [-0.006, -0.0025, -0.0025], "[-0.9, +0.1]"), ("mean_pct", [0.72, 0.734], "72.7%"),
     ("range_pct", [0.734, 0.72, 0.73], "72.0-73.4%"), ("range_pct", [0.5, 0.5], "50.0%"),
