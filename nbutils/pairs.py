@@ -10,7 +10,7 @@ variant (a). Measured in four feature spaces (SOURCES):
 - `merged`: the coarse model at its last checkpoint, where the pair is one label; read from the
   run's results.json (`recovery.per_superclass_train` and `recovery.per_superclass`), which the
   same protocol produced;
-- `baseline`: the 10-label baseline of the same run at its last checkpoint, where the two
+- `baseline`: the fine-label baseline of the same run at its last checkpoint, where the two
   classes are separate labels (None when the run trained no baseline);
 - `random_init`: the coarse model at epoch 0, untrained;
 - `raw_pixels`: the images scaled to [0, 1] and centred per channel with the train means
@@ -47,7 +47,7 @@ from nbutils.sweeps import comparable, finished
 PAIRS_FILE = "pairs.json"
 SOURCES = {
     "merged": "coarse model (pair merged)",
-    "baseline": "10-label baseline (pair not merged)",
+    "baseline": "fine-label baseline (pair not merged)",
     "random_init": "random-init network",
     "raw_pixels": "raw pixels",
 }

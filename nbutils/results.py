@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+import math
 from pathlib import Path
 from typing import Any
 
 from nbutils.analysis import load_history
 from nbutils.config import RunConfig, steps_per_epoch
+from nbutils.metrics import Classes, interval_key, label, number, run_classes, value, write
 from nbutils.phase import clean_train_curve, terminal_phase_of
+from nbutils.report import lookup
 from nbutils.runs import (
     atomic_write,
     load_json,
@@ -24,22 +26,20 @@ from nbutils.stats import bootstrap_count_ci, count_of, t_interval
 PAPER_TEST_ACC = 0.93
 NC_KEYS = ("nc1", "nc1_unnormalised", "nc2_equinorm", "nc2_equiangular", "nc2_etf_distance",
            "nc3", "nc4")
-# A table cell: (results record, seeds summary or None) -> text.
-Cell = Callable[..., str]
 N_BOOT, CI_SEED = 1000, 0
 CI95_METHOD = (f"percentile bootstrap over images, {N_BOOT} resamples, seed {CI_SEED}; test-set "
                "sampling only (train-set for train accuracies), with the k-means clusters fixed "
                "(not refit per resample), not seed-to-seed spread")
 _TRAIN, _TEST = "train_size", "test_size"
-# (block, ((accuracy key, the results key of the number of images it averages over), ...))
-CI_KEYS: tuple[tuple[tuple[str, ...], tuple[tuple[str, str], ...]], ...] = (
-    (("coarse",), (("train_acc", _TRAIN), ("test_acc", _TEST))),
-    (("baseline",), (("train_acc", _TRAIN), ("test_acc", _TEST))),
-    (("recovery",), (("train_cluster_acc", _TRAIN), ("test_acc_true_coarse", _TEST),
-                     ("test_acc_pred_coarse", _TEST), ("test_cluster_acc_true_coarse", _TEST),
-                     ("test_cluster_acc_pred_coarse", _TEST), ("linear_probe_test_acc", _TEST))),
-    (("controls", "random_init"), (("test_acc_true_coarse", _TEST),)),
-    (("controls", "raw_pixels"), (("test_acc_true_coarse", _TEST),)),
+# (accuracy's metric key, the results key of the number of images it averages over)
+CI_KEYS: tuple[tuple[str, str], ...] = (
+    ("coarse.train_acc", _TRAIN), ("coarse.test_acc", _TEST),
+    ("baseline.train_acc", _TRAIN), ("baseline.test_acc", _TEST),
+    ("recovery.train_cluster_acc", _TRAIN), ("recovery.test_acc_true_coarse", _TEST),
+    ("recovery.test_acc_pred_coarse", _TEST), ("recovery.test_cluster_acc_true_coarse", _TEST),
+    ("recovery.test_cluster_acc_pred_coarse", _TEST), ("recovery.linear_probe_test_acc", _TEST),
+    ("controls.random_init.test_acc_true_coarse", _TEST),
+    ("controls.raw_pixels.test_acc_true_coarse", _TEST),
 )
 # Recovery metrics added after some runs were published, and what each is.
 LATER_METRICS = {
@@ -118,14 +118,6 @@ def terminal_phase_record(res: dict[str, Any], model: str = "coarse") -> dict[st
     return {**found, "onset_step": None if onset is None else onset * per_epoch}
 
 
-def _section(res: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any] | None:
-    """The block of res at `path` (e.g. ("controls", "random_init")), None where it is missing."""
-    node: Any = res
-    for key in path:
-        node = node.get(key) if isinstance(node, dict) else None
-    return node if isinstance(node, dict) else None
-
-
 def with_intervals(res: dict[str, Any]) -> dict[str, Any]:
     """A copy of a results record with `ci95` intervals beside each accuracy of CI_KEYS.
 
@@ -135,17 +127,16 @@ def with_intervals(res: dict[str, Any]) -> dict[str, Any]:
     or None accuracy gets no interval; an existing `ci95` entry is replaced in place.
     """
     out = copy.deepcopy(res)
-    for path, keys in CI_KEYS:
-        block = _section(out, path)
-        if block is None:
-            continue
-        ci = {}
-        for key, size in keys:
-            if block.get(key) is not None:
-                n = out[size]
-                ci[key] = list(bootstrap_count_ci(count_of(block[key], n), n, N_BOOT, CI_SEED))
-        if ci:
-            block["ci95"] = ci
+    blocks: dict[str, dict[str, list[float]]] = {}
+    for key, size in CI_KEYS:
+        acc = value(out, key)
+        if not math.isnan(acc):
+            block, _, leaf = key.rpartition(".")
+            n = out[size]
+            blocks.setdefault(block, {})[leaf] = list(
+                bootstrap_count_ci(count_of(acc, n), n, N_BOOT, CI_SEED))
+    for block, ci in blocks.items():
+        lookup(out, block)["ci95"] = ci
     out["ci95_method"] = CI95_METHOD
     return out
 
@@ -173,26 +164,18 @@ def add_published_intervals(path: Path) -> dict[str, Any]:
     return res
 
 
-def _pct(x: float | None) -> str:
-    """A fraction as a percentage string ('-' when missing)."""
-    return "-" if x is None else f"{100 * x:.1f}%"
-
-
-def _wall(res: dict[str, Any], seeds: dict[str, Any] | None = None) -> str:
+def _wall(res: dict[str, Any]) -> str:
     """Training wall time of both models, in minutes (of the published run, never averaged)."""
     w = res["wall_seconds"]
     return f"{(w['train'] + (w['baseline'] or 0)) / 60:.1f} min"
 
 
-def _interval(block: dict[str, Any] | None, key: str) -> str:
-    """' [low, high]' in percent from the block's ci95 entry for key; '' when it has none."""
-    ci = ((block or {}).get("ci95") or {}).get(key)
-    return "" if ci is None else f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
-
-
-def _seed_stat(seeds: dict[str, Any], dotted: str) -> dict[str, Any] | None:
-    """The over-seeds summary of a dotted quantity in a seeds summary, if it has one."""
-    return seeds["summary"].get(dotted)
+def _interval(res: dict[str, Any], key: str) -> str:
+    """' [low, high]' of metric `key` from the record's ci95 entry; '' when it has none."""
+    low, high = (value(res, f"{interval_key(key)}.{i}") for i in (0, 1))
+    if math.isnan(low) or math.isnan(high):
+        return ""
+    return f" [{number(key, low)}, {number(key, high)}]"
 
 
 def _fewer(seeds: dict[str, Any], stat: dict[str, Any]) -> str:
@@ -200,80 +183,57 @@ def _fewer(seeds: dict[str, Any], stat: dict[str, Any]) -> str:
     return f" (n={stat['n']})" if stat["n"] < len(seeds["seeds"]) else ""
 
 
-def _acc(*path: str) -> Cell:
-    """Cell of the accuracy at `path`: value (mean ± sd over seeds if given) and its interval."""
-    def cell(res: dict[str, Any], seeds: dict[str, Any] | None = None) -> str:
-        """The formatted accuracy."""
-        block = _section(res, path[:-1])
-        if seeds is None:
-            value = (block or {}).get(path[-1])
-            return "-" if value is None else _pct(value) + _interval(block, path[-1])
-        stat = _seed_stat(seeds, ".".join(path))
-        if stat is None:
-            return "-"
-        return _pct(stat["mean"]) + _seed_spread(stat, 100, ".1f") + _fewer(seeds, stat)
-    return cell
-
-
-def _seed_spread(stat: dict[str, Any], scale: float, fmt: str) -> str:
+def _seed_spread(stat: dict[str, Any], key: str) -> str:
     """' ± sd [t-interval over seeds]' of a seeds summary entry; '' for a quantity that does
     not vary over seeds (a deterministic control such as raw pixels) or has one seed."""
     if stat["n"] < 2 or stat["sd"] == 0:
         return ""
     ci = t_interval(stat["values"])
-    interval = "" if ci is None else f" [{scale * ci[0]:{fmt}}, {scale * ci[1]:{fmt}}]"
-    return f" ± {scale * stat['sd']:{fmt}}{interval}"
+    interval = "" if ci is None else f" [{number(key, ci[0])}, {number(key, ci[1])}]"
+    return f" ± {number(key, stat['sd'])}{interval}"
 
 
-def _number(*paths: str, fmt: str = ".3f") -> Cell:
-    """Cell of one or more plain numbers (dotted paths) joined by ' / ', mean ± sd over seeds."""
-    def one(res: dict[str, Any], seeds: dict[str, Any] | None, dotted: str) -> str:
-        """One number formatted, '-' when missing."""
-        if seeds is not None:
-            stat = _seed_stat(seeds, dotted)
-            if stat is None:
-                return "-"
-            return f"{stat['mean']:{fmt}}{_seed_spread(stat, 1, fmt)}{_fewer(seeds, stat)}"
-        *head, key = dotted.split(".")
-        value = (_section(res, tuple(head)) or {}).get(key)
-        return "-" if value is None else f"{value:{fmt}}"
-
-    def cell(res: dict[str, Any], seeds: dict[str, Any] | None = None) -> str:
-        """The formatted numbers."""
-        return " / ".join(one(res, seeds, p) for p in paths)
-    return cell
+def _cell(key: str, res: dict[str, Any], seeds: dict[str, Any] | None) -> str:
+    """Metric `key` of a run with its interval, or its mean ± sd over seeds; '-' when missing."""
+    if seeds is None:
+        x = value(res, key)
+        return "-" if math.isnan(x) else write(key, x) + _interval(res, key)
+    stat = seeds["summary"].get(key)
+    if stat is None:
+        return "-"
+    return write(key, stat["mean"]) + _seed_spread(stat, key) + _fewer(seeds, stat)
 
 
-ROWS: tuple[tuple[str, Cell], ...] = (
-    ("coarse (5-way) test accuracy", _acc("coarse", "test_acc")),
-    ("coarse train accuracy (eval mode)", _acc("coarse", "train_acc")),
-    ("recovered 10-way, train clustering", _acc("recovery", "train_cluster_acc")),
-    ("recovered 10-way test (a): train centroids, true coarse",
-     _acc("recovery", "test_acc_true_coarse")),
-    ("**recovered 10-way test (b): train centroids, predicted coarse**",
-     _acc("recovery", "test_acc_pred_coarse")),
-    ("recovered 10-way test (c): test clustered within true coarse",
-     _acc("recovery", "test_cluster_acc_true_coarse")),
-    ("recovered 10-way test (d): test clustered within predicted coarse",
-     _acc("recovery", "test_cluster_acc_pred_coarse")),
-    ("**10-label baseline test accuracy**", _acc("baseline", "test_acc")),
-    ("ratio (b) / baseline", _number("ratio_to_baseline")),
-    ("linear probe on recovered labels (test)", _acc("recovery", "linear_probe_test_acc")),
-    ("NMI / ARI (train)", _number("recovery.nmi", "recovery.ari")),
-    ("NMI within super-class (train)", _number("recovery.nmi_within_superclass")),
-    ("control: random-init features (a)", _acc("controls", "random_init", "test_acc_true_coarse")),
-    ("control: raw pixels (a)", _acc("controls", "raw_pixels", "test_acc_true_coarse")),
-    ("NC1 coarse / fine (end of training)", _number("nc.coarse.nc1", "nc.fine.nc1", fmt=".3g")),
-    ("training wall time (coarse + baseline)", _wall),
+# The rows of the results tables: the metrics of each (several joined by ' / ').
+ROWS: tuple[tuple[str, ...], ...] = (
+    ("coarse.test_acc",), ("coarse.train_acc",), ("recovery.train_cluster_acc",),
+    ("recovery.test_acc_true_coarse",), ("recovery.test_acc_pred_coarse",),
+    ("recovery.test_cluster_acc_true_coarse",), ("recovery.test_cluster_acc_pred_coarse",),
+    ("baseline.test_acc",), ("ratio_to_baseline",), ("recovery.linear_probe_test_acc",),
+    ("recovery.nmi", "recovery.ari"), ("recovery.nmi_within_superclass",),
+    ("controls.random_init.test_acc_true_coarse",), ("controls.raw_pixels.test_acc_true_coarse",),
+    ("nc.coarse.nc1", "nc.fine.nc1"),
 )
-PAPER_ROW = "**recovered 10-way test (b): train centroids, predicted coarse**"
+WALL_ROW = "training wall time (coarse + baseline)"
+# The comparison the paper makes, in bold: recovery (b) against the fine-label baseline.
+PAPER_KEY = "recovery.test_acc_pred_coarse"
+EMPHASISED = (PAPER_KEY, "baseline.test_acc")
 README_PROFILES = ("cpu", "full", "paper")
 README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
 
 
+def row_label(keys: tuple[str, ...], *runs: Classes) -> str:
+    """A row's quantity: its metrics' labels, in bold for the paper's comparison."""
+    text = " / ".join(label(k, *runs) for k in keys)
+    return f"**{text}**" if keys[0] in EMPHASISED else text
+
+
 def table_rows(res: dict[str, Any]) -> list[tuple[str, str]]:
     """(quantity, value) rows of the key numbers of one results.json, with their intervals."""
-    return [(label, value(res)) for label, value in ROWS]
+    run = run_classes(res)
+    rows = [(row_label(keys, run), " / ".join(_cell(k, res, None) for k in keys))
+            for keys in ROWS]
+    return [*rows, (WALL_ROW, _wall(res))]
 
 
 def table_title(res: dict[str, Any]) -> str:
@@ -396,15 +356,18 @@ def readme_table(figures_dir: Path) -> str:
     seeds = {p: _load_seeds(figures_dir / p, res) for p, res in found.items()}
     for p, summary in seeds.items():
         if summary is not None:
-            summary["in_phase"] = sum(bool((res.get("terminal_phase") or {}).get("reached"))
+            summary["in_phase"] = sum(value(res, "terminal_phase.reached") == 1.0
                                       for res in seed_results(figures_dir / p))
     heads = [_column_head(p, found.get(p), seeds.get(p)) for p in README_PROFILES]
     lines = ["| quantity | " + " | ".join(heads) + " | paper (Yang et al. 2023, w=64, GPU) |",
              "| --- |" + " --- |" * (len(heads) + 1)]
-    for label, value in ROWS:
-        cells = [value(found[p], seeds[p]) if p in found else "" for p in README_PROFILES]
-        paper = f"{100 * PAPER_TEST_ACC:.0f}%" if label == PAPER_ROW else ""
-        lines.append(f"| {label} | " + " | ".join(cells) + f" | {paper} |")
+    runs = [run_classes(res) for res in found.values()]
+    rows = [(row_label(keys, *runs),
+             [" / ".join(_cell(k, found[p], seeds[p]) for k in keys) if p in found else ""
+              for p in README_PROFILES],
+             f"{100 * PAPER_TEST_ACC:.0f}%" if keys == (PAPER_KEY,) else "") for keys in ROWS]
+    rows.append((WALL_ROW, [_wall(found[p]) if p in found else "" for p in README_PROFILES], ""))
+    lines += [f"| {name} | " + " | ".join(cells) + f" | {paper} |" for name, cells, paper in rows]
     notes = "".join(f"\n{n}\n" for n in _footnotes(found, seeds))
     used = [f"`figures/{p}/results.json`" for p in found]
     used += [f"`figures/{p}/seeds.json`" for p in found if seeds[p] is not None]

@@ -22,9 +22,9 @@ import pandas as pd
 
 from nbutils import phase
 from nbutils.config import steps_per_epoch
+from nbutils.metrics import value
 from nbutils.runs import UNRECORDED_AMP, load_json
 from nbutils.seeds import seed_results
-from nbutils.summaries import value
 
 COLUMNS = (
     "experiment", "mapping", "lr", "weight_decay", "seed", "width", "train_per_class",

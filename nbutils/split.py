@@ -21,11 +21,12 @@ from nbutils.data import Split
 from nbutils.device import select_device
 from nbutils.features import extract_checkpoint, load_features
 from nbutils.lock import run_lock
+from nbutils.metrics import run_classes, value
 from nbutils.recovery import recover_fine_labels
 from nbutils.run_data import RunData, load_run_data
 from nbutils.runs import create_run, features_path, load_json, model_dir, save_json
 from nbutils.stats import spread
-from nbutils.summaries import config_of, value
+from nbutils.summaries import config_of
 from nbutils.sweeps import comparable, root_hint
 from nbutils.train import train_model
 
@@ -180,7 +181,8 @@ def split_summary(split_runs: list[dict[str, Any]],
                           **{k: spread([f.get(k, math.nan) for f in finals]) for k in keys}}
     if merged_runs:
         out["merged"] = {
-            "label": f"5-label {config_of(merged_runs[0], 'mapping')} model (real pairs merged)",
+            "label": f"{run_classes(merged_runs[0]).n_coarse}-label "
+                     f"{config_of(merged_runs[0], 'mapping')} model (real pairs merged)",
             "seeds": [config_of(r, "seed") for r in merged_runs],
             "reached_terminal_phase": [phase.terminal_phase_of(r)["reached"]
                                        for r in merged_runs],

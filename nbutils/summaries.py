@@ -15,35 +15,21 @@ import numpy as np
 
 from nbutils import phase
 from nbutils.data import CIFAR10_CLASSES, coarse_mapping, mapping_table
+from nbutils.metrics import label, labels, run_classes, value
 from nbutils.runs import load_json
 from nbutils.stats import spread, t_interval
 
-# Dotted paths into results.json / history entries, with the labels figures use.
-RECOVERY_KEYS = {
-    "recovery.train_cluster_acc": "train clustering",
-    "recovery.test_acc_true_coarse": "test, true super-class (a)",
-    "recovery.test_acc_pred_coarse": "test, predicted super-class (b)",
-}
-NC1_KEYS = {"nc.coarse.nc1": "NC1 coarse (K=5)", "nc.fine.nc1": "NC1 fine (K=10)"}
-SEPARATION_KEYS = {
-    "nc.fine_structure.fine_variance_fraction_mean": "between-fine share of super-class variance",
-    "nc.fine_structure.nc1_within_superclass_mean": "NC1 of the fine classes in a super-class",
-}
+# Metric keys (nbutils.metrics) the figures and summaries follow.
+RECOVERY_KEYS = ("recovery.train_cluster_acc", "recovery.test_acc_true_coarse",
+                 "recovery.test_acc_pred_coarse")
+NC1_KEYS = ("nc.coarse.nc1", "nc.fine.nc1")
+SEPARATION_KEYS = ("nc.fine_structure.fine_variance_fraction_mean",
+                   "nc.fine_structure.nc1_within_superclass_mean")
 SUMMARY_KEYS = (
-    "coarse.train_acc", "coarse.test_acc", *RECOVERY_KEYS, "recovery.nmi",
-    "nc.coarse.nc1", "nc.fine.nc1", *SEPARATION_KEYS,
-    "controls.random_init.test_acc_true_coarse", "baseline.test_acc", "ratio_to_baseline",
+    "coarse.train_acc", "coarse.test_acc", *RECOVERY_KEYS, "recovery.nmi", *NC1_KEYS,
+    *SEPARATION_KEYS, "controls.random_init.test_acc_true_coarse", "baseline.test_acc",
+    "ratio_to_baseline",
 )
-
-
-def value(entry: dict[str, Any], path: str) -> float:
-    """The number at a dotted `path` of a results or history entry (NaN when absent or None)."""
-    node: Any = entry
-    for key in path.split("."):
-        if not isinstance(node, dict) or key not in node:
-            return math.nan
-        node = node[key]
-    return math.nan if node is None else float(node)
 
 
 def config_of(res: dict[str, Any], key: str) -> Any:
@@ -103,13 +89,12 @@ def dynamics_summary(results: list[dict[str, Any]], threshold: float = phase.THR
                            "tpt_epoch": [p["onset_epoch"] if p["reached"] else None
                                          for p in phases],
                            "series": {}}
-    paths = {"coarse_train_acc": "clean coarse train accuracy", **RECOVERY_KEYS, **NC1_KEYS,
-             **SEPARATION_KEYS}
-    for path, label in paths.items():
+    run = run_classes(results[0])
+    for path in ("coarse_train_acc", *RECOVERY_KEYS, *NC1_KEYS, *SEPARATION_KEYS):
         epochs, m = history_matrix(results, path)
         per_epoch = [spread(column.tolist()) for column in m.T]
         out["epochs"] = epochs.tolist()
-        out["series"][path] = {"label": label, "mean": [e["mean"] for e in per_epoch],
+        out["series"][path] = {"label": label(path, run), "mean": [e["mean"] for e in per_epoch],
                                "sd": [e["sd"] for e in per_epoch], "per_seed": m.tolist()}
     return out
 
@@ -144,20 +129,16 @@ def terminal_change(summary: dict[str, Any], path: str) -> dict[str, Any] | None
 
 # What onset_to_end follows through the terminal phase of runs whose features exist only at a
 # few checkpoints (feature_epochs="phase").
-PHASE_CHANGE_KEYS = {
-    **RECOVERY_KEYS,
-    "recovery.test_cluster_acc_true_coarse": "test clustered within true super-class (c)",
-    "nc.coarse.nc1": "NC1 coarse", **SEPARATION_KEYS,
-}
+PHASE_CHANGE_KEYS = (*RECOVERY_KEYS, "recovery.test_cluster_acc_true_coarse", "nc.coarse.nc1",
+                     *SEPARATION_KEYS)
 
 
 def onset_to_end(results: list[dict[str, Any]],
-                 paths: dict[str, str] | None = None) -> dict[str, Any]:
+                 paths: tuple[str, ...] = PHASE_CHANGE_KEYS) -> dict[str, Any]:
     """Per measure: each run's value at its own terminal-phase onset and at its end, and the
     change with its spread and Student-t 95% interval over runs (runs out of the phase are left
     out). Each run's onset is read as `phase.terminal_phase_of` reads it, and its history must
     hold an entry at that epoch."""
-    paths = PHASE_CHANGE_KEYS if paths is None else paths
     phases = [phase.terminal_phase_of(r) for r in results]
     runs = [(r, p["onset_epoch"]) for r, p in zip(results, phases, strict=True) if p["reached"]]
     out: dict[str, Any] = {"seeds": [config_of(r, "seed") for r, _ in runs],
@@ -168,7 +149,8 @@ def onset_to_end(results: list[dict[str, Any]],
                                               if not p["reached"]],
                            "interval": "Student-t 95% over runs (seeds), sd ddof=1",
                            "measures": {}}
-    for path, label in paths.items():
+    run = run_classes(results[0])
+    for path in paths:
         at, end = [], []
         for res, onset in runs:
             entry = {h["epoch"]: h for h in res["history"]}.get(onset)
@@ -179,23 +161,20 @@ def onset_to_end(results: list[dict[str, Any]],
             at.append(value(entry, path))
             end.append(value(res["history"][-1], path))
         change = [b - a for a, b in zip(at, end, strict=True)]
-        out["measures"][path] = {"label": label, "at_onset": at, "end": end, "change": change,
-                                 "change_spread": spread(change),
+        out["measures"][path] = {"label": label(path, run), "at_onset": at, "end": end,
+                                 "change": change, "change_spread": spread(change),
                                  "change_t95": t_interval(change)}
     return out
 
 
 # --------------------------------------------------------------------------- grid
 
-GRID_KEYS = {"recovery.test_acc_true_coarse": "fine recovery, test (a)",
-             "recovery.test_acc_pred_coarse": "fine recovery, test (b)",
-             "recovery.train_cluster_acc": "fine recovery, train clustering",
-             "coarse.train_acc": "coarse train accuracy", "coarse.test_acc": "coarse test accuracy",
-             "nc.coarse.nc1": "NC1 coarse", "nc.fine.nc1": "NC1 fine",
-             "nc.fine_structure.fine_variance_fraction_mean": "between-fine variance share"}
+GRID_KEYS = ("recovery.test_acc_true_coarse", "recovery.test_acc_pred_coarse",
+             "recovery.train_cluster_acc", "coarse.train_acc", "coarse.test_acc", *NC1_KEYS,
+             "nc.fine_structure.fine_variance_fraction_mean")
 
 
-# What the chosen grid cell reports on test, beside its 10-label baseline.
+# What the chosen grid cell reports on test, beside its fine-label baseline.
 CHOSEN_KEYS = (*SUMMARY_KEYS, "recovery.test_cluster_acc_true_coarse",
                "recovery.test_cluster_acc_pred_coarse")
 
@@ -215,7 +194,8 @@ def grid_summary(results: list[dict[str, Any]], lrs: list[float],
     seeds = max(len(v) for v in cells.values())
     val = config_of(results[0], "val_per_class")
     out: dict[str, Any] = {"setting": run_setting(results[0], seeds), "lrs": lrs,
-                           "weight_decays": weight_decays, "labels": GRID_KEYS,
+                           "weight_decays": weight_decays,
+                           "labels": labels(GRID_KEYS, run_classes(results[0])),
                            "evaluated_on": f"validation ({val}/class carved from train)"
                            if val else "test", "mean": {}, "sd": {}}
     for path in GRID_KEYS:

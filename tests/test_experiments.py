@@ -45,13 +45,6 @@ def fake_result(seed: int = 0, mapping: str = "mod5", lr: float = 0.1, wd: float
             "nc": history[-1]["nc"]}
 
 
-def test_value_follows_dotted_paths_and_gives_nan_for_missing() -> None:
-    res = fake_result()
-    assert summaries.value(res, "recovery.test_acc_true_coarse") == 0.9
-    assert math.isnan(summaries.value(res, "recovery.test_acc_pred_coarse"))
-    assert math.isnan(summaries.value(res, "nc.nothing.here"))
-
-
 def test_spread_over_seeds_uses_the_sample_sd() -> None:
     s = stats.spread([0.8, 0.9, 1.0, math.nan])
     assert (s["n"], s["min"], s["max"]) == (3, 0.8, 1.0)
@@ -299,12 +292,13 @@ def test_onset_to_end_reads_each_run_at_its_own_onset_with_a_t_interval() -> Non
         hist = [{"epoch": 0, "recovery": {"test_acc_true_coarse": 0.6}},
                 {"epoch": onset, "recovery": {"test_acc_true_coarse": a_at}},
                 {"epoch": 40, "recovery": {"test_acc_true_coarse": a_end}}]
-        return {"config": {"seed": seed}, "history": hist,
+        return {"config": {"seed": seed, "mapping": "mod5", "dataset": "cifar10"},
+                "history": hist,
                 "clean_train": {"coarse": {"epochs": [12, onset, 40], "accs": accs}}}
 
     runs = [run(0, 16, 0.95, 0.94), run(1, 18, 0.96, 0.94), run(2, 14, 0.95, 0.92),
             run(3, 16, 0.9, 0.9, reached=False)]
-    out = summaries.onset_to_end(runs, {"recovery.test_acc_true_coarse": "(a)"})
+    out = summaries.onset_to_end(runs, ("recovery.test_acc_true_coarse",))
     m = out["measures"]["recovery.test_acc_true_coarse"]
     assert (out["seeds"], out["onset_epoch"], out["left_out_seeds"]) == ([0, 1, 2], [16, 18, 14],
                                                                         [3])
@@ -316,4 +310,4 @@ def test_onset_to_end_reads_each_run_at_its_own_onset_with_a_t_interval() -> Non
     assert m["change_t95"] == pytest.approx((-0.02 - half, -0.02 + half))
     runs[0]["history"].pop(1)
     with pytest.raises(ValueError, match="seed 0: no history entry at its terminal-phase onset"):
-        summaries.onset_to_end(runs, {"recovery.test_acc_true_coarse": "(a)"})
+        summaries.onset_to_end(runs, ("recovery.test_acc_true_coarse",))

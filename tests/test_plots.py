@@ -13,8 +13,10 @@ from PIL import Image
 
 from nbutils.analysis import umap_embedding
 from nbutils.config import resolve
+from nbutils.metrics import Classes
 from nbutils.plots import charts
 
+CIFAR10_MOD5 = Classes(n_coarse=5, n_fine=10)
 FINE_NAMES = ["airplane", "automobile", "bird", "cat", "deer",
               "dog", "frog", "horse", "ship", "truck"]
 MOD5 = [i % 5 for i in range(10)]
@@ -117,7 +119,7 @@ def test_training_curves_plot_the_logs() -> None:
 
 def test_nc_over_epochs_plots_nc1_and_skips_none(tmp_path) -> None:
     history = nc_history()
-    fig = charts.plot_nc_over_epochs(history)
+    fig = charts.plot_nc_over_epochs(history, CIFAR10_MOD5)
     nc1_ax = fig.axes[0]
     assert nc1_ax.get_yscale() == "log"
     plotted = {tuple(np.round(line.get_ydata(), 9)) for line in nc1_ax.lines}
@@ -131,7 +133,7 @@ def test_nc_over_epochs_plots_nc1_and_skips_none(tmp_path) -> None:
 
 def test_nc_over_epochs_without_optional_metrics() -> None:
     history = [{"epoch": e, "nc": {"coarse": {"nc1": 1.0 / (e + 1)}}} for e in range(3)]
-    fig = charts.plot_nc_over_epochs(history)
+    fig = charts.plot_nc_over_epochs(history, CIFAR10_MOD5)
     ys = [list(line.get_ydata()) for line in fig.axes[0].lines]
     assert [1.0, 0.5, 1 / 3] in ys
 
@@ -139,7 +141,7 @@ def test_nc_over_epochs_without_optional_metrics() -> None:
 def test_recovery_over_epochs_plots_each_metric_and_reference_lines(tmp_path) -> None:
     controls = {"random init": 0.60, "raw pixels": 0.55}
     history = recovery_history()
-    fig = charts.plot_recovery_over_epochs(history, controls, 0.879, chance=0.5)
+    fig = charts.plot_recovery_over_epochs(history, controls, 0.879, CIFAR10_MOD5, chance=0.5)
     ax = fig.axes[0]
     ref_levels = {round(float(line.get_ydata()[0]), 3) for line in ax.lines
                   if len(set(line.get_ydata())) == 1}
@@ -154,7 +156,7 @@ def test_recovery_over_epochs_plots_each_metric_and_reference_lines(tmp_path) ->
 
 
 def test_recovery_without_baseline_draws_no_baseline_line() -> None:
-    fig = charts.plot_recovery_over_epochs(recovery_history(), {}, None)
+    fig = charts.plot_recovery_over_epochs(recovery_history(), {}, None, CIFAR10_MOD5)
     labels = [line.get_label() for line in fig.axes[0].lines]
     assert not any("baseline" in label for label in labels)
 

@@ -241,10 +241,11 @@ def test_variants_figure_with_every_variant() -> None:
 def test_a_quantity_every_seed_gives_alike_shows_no_spread() -> None:
     from nbutils.results import _seed_spread
 
-    assert _seed_spread({"sd": 0.0, "n": 3, "values": [0.645] * 3}, 100, ".1f") == ""
-    assert _seed_spread({"sd": math.nan, "n": 1, "values": [0.645]}, 100, ".1f") == ""
+    raw = "controls.raw_pixels.test_acc_true_coarse"
+    assert _seed_spread({"sd": 0.0, "n": 3, "values": [0.645] * 3}, raw) == ""
+    assert _seed_spread({"sd": math.nan, "n": 1, "values": [0.645]}, raw) == ""
     # Values 0.1, 0.2, 0.3: sd 0.1, t(0.975, 2) * 0.1 / sqrt(3) = 0.2484 around 0.2.
-    assert _seed_spread({"sd": 0.1, "n": 3, "values": [0.1, 0.2, 0.3]}, 1, ".3f") == \
+    assert _seed_spread({"sd": 0.1, "n": 3, "values": [0.1, 0.2, 0.3]}, "ratio_to_baseline") == \
         " ± 0.100 [-0.048, 0.448]"
 
 

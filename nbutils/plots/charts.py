@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from nbutils.config import RunConfig
+from nbutils.metrics import Classes, interval_key, label, run_classes, value
 from nbutils.phase import THRESHOLD
 from nbutils.results import PAPER_TEST_ACC
 from nbutils.runs import atomic_write, figure_path
@@ -128,23 +130,9 @@ def fine_palette(fine_to_coarse: FineToCoarse) -> list[RGB]:
 # --------------------------------------------------------------------------- helpers
 
 
-def _num(value: Any) -> float:
-    """Return ``value`` as a float, with NaN for None or anything non-numeric."""
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
-
-
-def _series(entries: Sequence[Mapping[str, Any]], *keys: str) -> np.ndarray:
-    """Pull a nested value (``keys`` path) out of every entry, NaN where it is missing."""
-    values = []
-    for entry in entries:
-        node: Any = entry
-        for key in keys:
-            node = node.get(key) if isinstance(node, Mapping) else None
-        values.append(_num(node))
-    return np.asarray(values, dtype=float)
+def _series(entries: Sequence[Mapping[str, Any]], dotted: str) -> np.ndarray:
+    """The number at `dotted` in every entry, NaN where it is missing."""
+    return np.asarray([value(entry, dotted) for entry in entries], dtype=float)
 
 
 def _grid(n: int, ncols: int, panel: tuple[float, float]) -> tuple[Figure, list[Axes]]:
@@ -240,25 +228,26 @@ _NC_PANELS: tuple[tuple[str, str, str, bool], ...] = (
     ("NC2  distance to simplex ETF", "", "nc2_etf_distance", False),
     ("NC3  head vs class means", "", "nc3", False),
     ("NC4  head ≠ nearest class mean", "", "nc4", False),
-    ("Fine NC1 within super-class", "fine_structure", "nc1_within_superclass_mean", True),
-    ("Fine share of within-class variance", "fine_structure", "fine_variance_fraction_mean",
-     False),
+    (label("nc.fine_structure.nc1_within_superclass_mean"), "fine_structure",
+     "nc1_within_superclass_mean", True),
+    (label("nc.fine_structure.fine_variance_fraction_mean"), "fine_structure",
+     "fine_variance_fraction_mean", False),
 )
 
 
-def plot_nc_over_epochs(history: Sequence[Mapping[str, Any]]) -> Figure:
+def plot_nc_over_epochs(history: Sequence[Mapping[str, Any]], classes: Classes) -> Figure:
     """Plot each Neural Collapse metric over epochs, coarse and fine labels as two lines."""
     fig, axes = _grid(len(_NC_PANELS), 4, (3.2, 2.6))
     palette = coarse_palette(3)
     epochs = _series(history, "epoch")
     for ax, (title, group, key, log) in zip(axes, _NC_PANELS, strict=True):
         lines = [(group, "fine classes within each super-class", palette[2])] if group else [
-            ("coarse", "coarse labels (K=5)", palette[0]),
-            ("fine", "fine labels (K=10)", palette[1]),
+            ("coarse", f"coarse labels (K={classes.n_coarse})", palette[0]),
+            ("fine", f"fine labels (K={classes.n_fine})", palette[1]),
         ]
-        for subset, label, colour in lines:
-            for suffix, style, name in (("", "o-", label), ("_head", "s--", f"{label}, head rows")):
-                y = _series(history, "nc", subset, key + suffix)
+        for subset, what, colour in lines:
+            for suffix, style, name in (("", "o-", what), ("_head", "s--", f"{what}, head rows")):
+                y = _series(history, f"nc.{subset}.{key}{suffix}")
                 if np.isfinite(y).any():
                     ax.plot(epochs, y, style, ms=3, color=colour, label=name)
         if log:
@@ -268,8 +257,8 @@ def plot_nc_over_epochs(history: Sequence[Mapping[str, Any]]) -> Figure:
         _note_if_empty(ax)
     legend: dict[str, Any] = {}
     for ax in axes:
-        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
-            legend.setdefault(label, handle)
+        for handle, name in zip(*ax.get_legend_handles_labels(), strict=True):
+            legend.setdefault(name, handle)
     if legend:
         fig.legend(legend.values(), legend.keys(), loc="outside lower center",
                    ncols=min(len(legend), 3))
@@ -278,20 +267,16 @@ def plot_nc_over_epochs(history: Sequence[Mapping[str, Any]]) -> Figure:
 
 # --------------------------------------------------------------------------- recovery
 
-_RECOVERY_ACC = (
-    ("train_cluster_acc", "train clustering"),
-    ("test_acc_true_coarse", "test, true coarse label (a)"),
-    ("test_acc_pred_coarse", "test, predicted coarse label (b)"),
-    ("linear_probe_test_acc", "linear probe, test"),
-)
-_RECOVERY_AGREEMENT = (("nmi", "NMI"), ("ari", "ARI"),
-                       ("nmi_within_superclass", "NMI within super-class"))
+_RECOVERY_ACC = ("recovery.train_cluster_acc", "recovery.test_acc_true_coarse",
+                 "recovery.test_acc_pred_coarse", "recovery.linear_probe_test_acc")
+_RECOVERY_AGREEMENT = ("recovery.nmi", "recovery.ari", "recovery.nmi_within_superclass")
 
 
 def plot_recovery_over_epochs(
     history: Sequence[Mapping[str, Any]],
     controls: Mapping[str, float],
     baseline_test_acc: float | None,
+    classes: Classes,
     *,
     chance: float = 0.5,
 ) -> Figure:
@@ -299,23 +284,24 @@ def plot_recovery_over_epochs(
     fig, (ax_acc, ax_agree) = _grid(2, 2, (4.8, 3.4))
     epochs = _series(history, "epoch")
     colours = sns.color_palette(_BASE_PALETTE, 10)
-    for (key, label), colour in zip(_RECOVERY_ACC, colours, strict=False):
-        ax_acc.plot(epochs, _series(history, "recovery", key), "o-", ms=3, color=colour,
-                    label=label)
+    for key, colour in zip(_RECOVERY_ACC, colours, strict=False):
+        ax_acc.plot(epochs, _series(history, key), "o-", ms=3, color=colour,
+                    label=label(key, classes))
     greys = sns.color_palette("Greys", len(controls) + 2)[2:]
-    for (name, value), grey in zip(controls.items(), greys, strict=True):
-        ax_acc.axhline(value, color=grey, ls="--", lw=1, label=f"{name} ({value:.1%})")
+    for (name, level), grey in zip(controls.items(), greys, strict=True):
+        ax_acc.axhline(level, color=grey, ls="--", lw=1, label=f"{name} ({level:.1%})")
     ax_acc.axhline(chance, color="0.3", ls=":", lw=1, label=f"chance for (a) ({chance:.0%})")
     if baseline_test_acc is not None:
         ax_acc.axhline(baseline_test_acc, color="black", ls="-.", lw=1.2,
-                       label=f"10-label baseline ({baseline_test_acc:.1%})")
-    ax_acc.set(title="Fine-label recovery", xlabel="epoch", ylabel="10-way accuracy")
+                       label=f"{label('baseline.test_acc', classes)} ({baseline_test_acc:.1%})")
+    ax_acc.set(title="Fine-label recovery", xlabel="epoch",
+               ylabel=f"{classes.n_fine}-way accuracy")
     _percent_axis(ax_acc)
-    for (key, label), colour in zip(_RECOVERY_AGREEMENT, colours[4:], strict=False):
-        values = _series(history, "recovery", key)
+    for key, colour in zip(_RECOVERY_AGREEMENT, colours[4:], strict=False):
+        values = _series(history, key)
         # Results from before a metric existed lack it; no empty legend entry for those.
         if np.isfinite(values).any():
-            ax_agree.plot(epochs, values, "o-", ms=3, color=colour, label=label)
+            ax_agree.plot(epochs, values, "o-", ms=3, color=colour, label=label(key))
     ax_agree.set(title="Cluster agreement", xlabel="epoch", ylabel="score", ylim=(0, 1.02))
     handles, labels = ax_acc.get_legend_handles_labels()
     more_handles, more_labels = ax_agree.get_legend_handles_labels()
@@ -484,18 +470,13 @@ def plot_umap_grid(
 
 # --------------------------------------------------------------------------- recovery variants
 
-_VARIANTS = (
-    (("recovery", "test_acc_true_coarse"), "(a) train centroids,\ntrue coarse"),
-    (("recovery", "test_acc_pred_coarse"), "(b) train centroids,\npredicted coarse"),
-    (("recovery", "test_cluster_acc_true_coarse"), "(c) test clustered,\ntrue coarse"),
-    (("recovery", "test_cluster_acc_pred_coarse"), "(d) test clustered,\npredicted coarse"),
-    (("baseline", "test_acc"), "10-label\nbaseline"),
-    (("controls", "random_init", "test_acc_true_coarse"), "control: random-init\nfeatures (a)"),
-)
+_VARIANTS = ("recovery.test_acc_true_coarse", "recovery.test_acc_pred_coarse",
+             "recovery.test_cluster_acc_true_coarse", "recovery.test_cluster_acc_pred_coarse",
+             "baseline.test_acc", "controls.random_init.test_acc_true_coarse")
 
 
 def plot_recovery_variants(res: Mapping[str, Any], paper_acc: float | None = None) -> Figure:
-    """Bars of the test variants (a)-(d), the 10-label baseline and the random-init control.
+    """Bars of the test variants (a)-(d), the fine-label baseline and the random-init control.
 
     Error bars are the records' 95% bootstrap intervals (`ci95`); a dashed line marks the
     paper's accuracy (default `nbutils.results.PAPER_TEST_ACC`); a quantity the record lacks is
@@ -506,12 +487,9 @@ def plot_recovery_variants(res: Mapping[str, Any], paper_acc: float | None = Non
         paper_acc = PAPER_TEST_ACC
     fig, (ax,) = _grid(1, 1, (8.0, 4.0))
     found = []
-    for i, (path, _) in enumerate(_VARIANTS):
-        block: Any = res
-        for key in path[:-1]:
-            block = block.get(key) if isinstance(block, Mapping) else None
-        block = block if isinstance(block, Mapping) else {}
-        found.append((i, _num(block.get(path[-1])), (block.get("ci95") or {}).get(path[-1])))
+    for i, key in enumerate(_VARIANTS):
+        ci = [value(res, f"{interval_key(key)}.{j}") for j in (0, 1)]
+        found.append((i, value(res, key), None if math.isnan(ci[0] + ci[1]) else ci))
     shown = [(i, v, ci) for i, v, ci in found if np.isfinite(v)]
     colours = coarse_palette(4) + [(0.2, 0.2, 0.2), (0.65, 0.65, 0.65)]
     if shown:
@@ -535,9 +513,11 @@ def plot_recovery_variants(res: Mapping[str, Any], paper_acc: float | None = Non
                     color="0.45", fontsize="small")
     ax.axhline(paper_acc, color="black", ls="--", lw=1,
                label=f"paper (Yang et al. 2023): {paper_acc:.0%}")
-    ax.set_xticks(range(len(_VARIANTS)), [label for _, label in _VARIANTS], fontsize="small")
+    run = run_classes(res)
+    ax.set_xticks(range(len(_VARIANTS)), [textwrap.fill(label(k, run), 20) for k in _VARIANTS],
+                  fontsize="x-small")
     ax.set(title="Fine-label recovery on the test set, with 95% bootstrap intervals",
-           ylabel="10-way test accuracy", xlim=(-0.6, len(_VARIANTS) - 0.4))
+           ylabel=f"{run.n_fine}-way test accuracy", xlim=(-0.6, len(_VARIANTS) - 0.4))
     _percent_axis(ax)
     ax.grid(False, axis="x")
     ax.legend(loc="upper right", fontsize="small")

@@ -15,8 +15,9 @@ import matplotlib.ticker
 import numpy as np
 from matplotlib.figure import Figure
 
+from nbutils.metrics import label, run_classes, value
 from nbutils.plots.charts import coarse_palette, plot_grid_heatmap, set_style
-from nbutils.summaries import group_by, run_setting, value
+from nbutils.summaries import group_by, run_setting
 from nbutils.synthetic import history_series
 
 
@@ -33,9 +34,9 @@ def plot_series_band(
     set_style()
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     x = np.asarray(epochs)
-    for (label, s), colour in zip(series.items(), coarse_palette(len(series)), strict=True):
+    for (name, s), colour in zip(series.items(), coarse_palette(len(series)), strict=True):
         per_seed = np.asarray(s["per_seed"], dtype=float)
-        ax.plot(x, per_seed.mean(axis=0), marker="o", ms=3, color=colour, label=label)
+        ax.plot(x, per_seed.mean(axis=0), marker="o", ms=3, color=colour, label=name)
         if len(per_seed) > 1:
             ax.fill_between(x, per_seed.min(axis=0), per_seed.max(axis=0), color=colour,
                             alpha=0.2, lw=0)
@@ -66,13 +67,13 @@ def plot_grouped_bars(
     fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(groups) * max(1, len(metrics)) / 2), 4.2))
     width = 0.8 / len(metrics)
     x = np.arange(len(groups))
-    for i, ((label, stats), colour) in enumerate(
+    for i, ((name, stats), colour) in enumerate(
             zip(metrics.items(), coarse_palette(len(metrics)), strict=True)):
         pos = x + (i - (len(metrics) - 1) / 2) * width
         mean = np.asarray([s["mean"] for s in stats])
         err = np.asarray([[m - s["min"], s["max"] - m] for s, m in zip(stats, mean, strict=True)])
-        ax.bar(pos, mean, width, color=colour, label=label, yerr=err.T, capsize=3)
-        for p, seeds in zip(pos, (points or {}).get(label, []), strict=False):
+        ax.bar(pos, mean, width, color=colour, label=name, yerr=err.T, capsize=3)
+        for p, seeds in zip(pos, (points or {}).get(name, []), strict=False):
             ax.scatter(np.full(len(seeds), p), seeds, s=9, color="k", zorder=3)
     if chance is not None:
         ax.axhline(chance, color="0.4", ls="--", lw=1, label="chance")
@@ -116,11 +117,11 @@ def plot_vs_separation(
     set_style()
     fig, ax = plt.subplots(figsize=(6.0, 4.0))
     sep = np.asarray([r["separation"] for r in rows])
-    for (key, label), colour in zip(keys.items(), coarse_palette(len(keys)), strict=True):
+    for (key, name), colour in zip(keys.items(), coarse_palette(len(keys)), strict=True):
         mean = np.asarray([r[key]["mean"] for r in rows])
         err = np.asarray([[m - r[key]["min"], r[key]["max"] - m]
                           for r, m in zip(rows, mean, strict=True)])
-        ax.errorbar(sep, mean, yerr=err.T, marker="o", ms=4, capsize=3, color=colour, label=label)
+        ax.errorbar(sep, mean, yerr=err.T, marker="o", ms=4, capsize=3, color=colour, label=name)
     if log:
         ax.set_yscale("log")
     if percent:
@@ -156,11 +157,11 @@ def dynamics_figures(summary: dict[str, Any], prefix: str) -> dict[str, Figure]:
         f"{prefix}_fine_separation": plot_series_band(
             epochs, pick("nc.fine_structure.fine_variance_fraction_mean"),
             f"within-super-class fine separation (mean over super-classes)\n{title}",
-            "between-fine share of variance", percent=True, **args),
+            "share of variance", percent=True, **args),
         f"{prefix}_nc1_within": plot_series_band(
             epochs, pick("nc.fine_structure.nc1_within_superclass_mean"),
-            f"NC1 of the 2 fine classes inside a super-class (mean)\n{title}",
-            "NC1 (K=2)", log=True, **args),
+            f"NC1 of the fine classes inside a super-class (mean)\n{title}",
+            "NC1 = tr(Σ_W Σ_B⁺)/K, K fine classes", log=True, **args),
     }
 
 
@@ -200,27 +201,27 @@ def hierarchy_figures(summary: dict[str, dict[str, Any]], pairs: list[dict[str, 
     seeds = max(len(v) for v in runs.values())
     title = run_setting(results[0], seeds)
 
-    def bars(paths: dict[str, str], what: str, ylabel: str, chance: float | None,
+    run = run_classes(results[0])
+
+    def bars(paths: tuple[str, ...], what: str, ylabel: str, chance: float | None,
              ylim: tuple[float, float] | None = None) -> Figure:
         """Grouped bars of some summary paths."""
-        metrics = {label: [summary[g][p] for g in groups] for p, label in paths.items()}
-        dots = {label: [[value(r, p) for r in runs[g]] for g in groups]
-                for p, label in paths.items()}
+        metrics = {label(p, run): [summary[g][p] for g in groups] for p in paths}
+        dots = {label(p, run): [[value(r, p) for r in runs[g]] for g in groups] for p in paths}
         return plot_grouped_bars(groups, metrics, f"{what}\n{title}", ylabel, dots, chance=chance,
                                  ylim=ylim)
 
     return {
         "hierarchies_recovery": bars(
-            {"recovery.train_cluster_acc": "train clustering",
-             "recovery.test_acc_true_coarse": "test, true super-class (a)",
-             "controls.random_init.test_acc_true_coarse": "random-init features (a)"},
+            ("recovery.train_cluster_acc", "recovery.test_acc_true_coarse",
+             "controls.random_init.test_acc_true_coarse"),
             "fine-label recovery by coarse mapping", "accuracy", 0.5, (0.4, 1.0)),
         "hierarchies_separation": bars(
-            {"nc.fine_structure.fine_variance_fraction_mean": "between-fine variance share"},
+            ("nc.fine_structure.fine_variance_fraction_mean",),
             "within-super-class fine separation by coarse mapping", "share of variance", None),
         "hierarchies_coarse_acc": bars(
-            {"coarse.train_acc": "coarse train (clean)", "coarse.test_acc": "coarse test"},
-            "coarse accuracy by mapping", "accuracy", None),
+            ("coarse.train_acc", "coarse.test_acc"), "coarse accuracy by mapping", "accuracy",
+            None),
         "hierarchies_pairs": plot_pairs(pairs, f"which merged pairs keep their fine structure "
                                                f"(n seeds each)\n{title}"),
     }

@@ -1,7 +1,7 @@
 """Figures of the merged pairs and their counterfactual controls (nbutils.pairs, notebook 08).
 
 Both take the rows of `pairs.pair_summary` (one per mapping and pair, spread over seeds): the
-merged pair's recovery beside its separability where it is not merged (the 10-label baseline),
+merged pair's recovery beside its separability where it is not merged (the fine-label baseline),
 in the random-init network and in raw pixels, and the merged recovery against each control.
 """
 

@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 from nbutils.analysis import umap_views_from_compact
 from nbutils.config import RunConfig
 from nbutils.data import class_names
+from nbutils.metrics import classes, run_classes
 from nbutils.plots import charts
 from nbutils.results import table_rows, table_title
 from nbutils.runs import compact_path, figure_path, load_json, load_npz, model_dir
@@ -43,15 +44,16 @@ def training_curves(cfg: RunConfig, logs: dict[str, list[dict]]) -> Figure:
 
 def nc_figure(cfg: RunConfig, history: list[dict]) -> Figure:
     """NC1-NC4 and the fine-structure indicators over epochs of one model."""
-    return titled(charts.plot_nc_over_epochs(history), cfg)
+    return titled(charts.plot_nc_over_epochs(history, classes(cfg.mapping, cfg.dataset)), cfg)
 
 
 def recovery_figure(cfg: RunConfig, res: dict[str, Any]) -> Figure:
-    """Recovery over epochs with the controls and the 10-label baseline as reference lines."""
+    """Recovery over epochs with the controls and the fine-label baseline as reference lines."""
     ctrl = {"random init": res["controls"]["random_init"]["test_acc_true_coarse"],
             "raw pixels": res["controls"]["raw_pixels"]["test_acc_true_coarse"]}
     base = res["baseline"]["test_acc"] if res["baseline"] else None
-    return titled(charts.plot_recovery_over_epochs(res["history"], ctrl, base), cfg)
+    return titled(charts.plot_recovery_over_epochs(res["history"], ctrl, base,
+                                                   run_classes(res)), cfg)
 
 
 def variants_figure(cfg: RunConfig, res: dict[str, Any]) -> Figure:
@@ -67,7 +69,7 @@ def results_figure(res: dict[str, Any]) -> Figure:
 
 def confusion_figure(cfg: RunConfig, test_fine: np.ndarray, predicted: np.ndarray,
                      fine_to_coarse: np.ndarray) -> Figure:
-    """Confusion matrix of the recovered 10-way test labels (variant b)."""
+    """Confusion matrix of the recovered fine test labels (variant b)."""
     names = class_names(cfg.dataset, len(fine_to_coarse))
     return titled(charts.plot_confusion(
         test_fine, predicted, names,

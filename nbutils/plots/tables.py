@@ -14,7 +14,9 @@ from IPython.display import Markdown
 from nbutils import checks
 from nbutils.config import RunConfig
 from nbutils.data import mapping_table
+from nbutils.metrics import label, value
 from nbutils.pairs import SOURCES, SPLITS, source_mean
+from nbutils.summaries import SEPARATION_KEYS
 
 
 def config_frame(cfg: RunConfig) -> pd.DataFrame:
@@ -50,9 +52,7 @@ def nc_frame(history: list[dict]) -> pd.DataFrame:
         row = {"epoch": h["epoch"], "train_acc": h["train_acc"], "test_acc": h["test_acc"]}
         for level in ("coarse", "fine"):
             row.update({f"{level}/{k}": v for k, v in h["nc"][level].items()})
-        fs = h["nc"]["fine_structure"]
-        row["within-superclass NC1"] = fs["nc1_within_superclass_mean"]
-        row["fine variance fraction"] = fs["fine_variance_fraction_mean"]
+        row.update({label(k): value(h, k) for k in SEPARATION_KEYS})
         rows.append(row)
     return pd.DataFrame(rows).set_index("epoch")
 
@@ -90,7 +90,7 @@ def change_frame(changes: dict[str, Any], labels: dict[str, str]) -> pd.DataFram
 
 
 def grid_frame(grid: dict[str, Any]) -> pd.DataFrame:
-    """One row per grid cell, one column per GRID_KEYS value (means over seeds)."""
+    """One row per grid cell, one column per metric of GRID_KEYS (means over seeds)."""
     rows = []
     for i, lr in enumerate(grid["lrs"]):
         for j, wd in enumerate(grid["weight_decays"]):
