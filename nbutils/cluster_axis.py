@@ -1,4 +1,4 @@
-"""What the dominant 2-means split of a super-class's test features follows (issue 29, section 3).
+"""What the dominant 2-means split of a super-class's test features follows.
 
 Inside each true super-class, the 2-means split of the test features (recovery variant (c) of
 `nbutils.recovery`: same normalisation, k, n_init and seed) is compared with candidate binary

@@ -1,4 +1,4 @@
-"""What the dominant 2-means split of each super-class's test features follows (issue 29, sec. 3).
+"""What the dominant 2-means split of each super-class's test features follows.
 
 For every published phase-features file (the terminal-phase onset and the end of a run), the
 2-means split of the test features inside each true super-class (recovery variant (c)) is set
@@ -88,7 +88,7 @@ def main() -> None:
     runs = [{"file": os.path.relpath(Path(f).resolve(), REPO), **phase_file_axes(f)}
             for f in files]
     save_json(args.out, {"question": "what does the dominant 2-means split of a super-class's "
-                                     "test features follow? (issue 29, section 3)",
+                                     "test features follow?",
                          "notes": NOTES, "runs": runs})
     print("\n".join(line for run in runs for line in summary_lines(run)))
 
