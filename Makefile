@@ -44,8 +44,8 @@ site: $(VENV)/.installed
 clean:
 	rm -rf runs build .pytest_cache
 
-# Notebooks 06-10 (experiments beyond the headline): runs under runs/experiments (reused when
-# finished), figures, results JSON and executed copies under figures/experiments.
+# Notebooks 06-10 and 12 (experiments beyond the headline): runs under runs/experiments (reused
+# when finished), figures, results JSON and executed copies under figures/experiments.
 EXPERIMENTS ?=
 .PHONY: experiments
 experiments: $(VENV)/.installed

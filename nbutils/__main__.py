@@ -77,8 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--force", action="store_true",
                        help="overwrite a run directory made with a different configuration")
         p.add_argument("--no-progress", dest="progress", action="store_false")
-    exps = sub.add_parser("experiments", help="execute notebooks 06-10 (finished runs reused) "
-                                              "and publish their executed copies")
+    exps = sub.add_parser("experiments", help="execute notebooks 06-10 and 12 (finished runs "
+                                              "reused) and publish their executed copies")
     exps.add_argument("--only", help="comma-separated names, e.g. 06_dynamics,10_synthetic")
     sub.add_parser("readme", help="rebuild the README results table and docs/results.md's "
                                   "summaries from figures/*/results.json")
@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     seeds.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     seeds.add_argument("--out", required=True, help="e.g. figures/cpu/seeds.json")
     index = sub.add_parser("runs-index", help="figures/experiments/runs.csv: one row per trained "
-                                              "run of notebooks 06-10 and of the cpu and full "
+                                              "run of notebooks 06-10, 12 and of the cpu and full "
                                               "seeds")
     index.add_argument("--experiments", default=str(FIGURES_DIR / "experiments"),
                        help="folder of the experiments' results JSON (their 'runs' rows)")
@@ -222,7 +222,7 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
 
 
 def cmd_experiments(args: argparse.Namespace) -> None:
-    """Notebooks 06-10 through papermill, executed copies published."""
+    """Notebooks 06-10 and 12 through papermill, executed copies published."""
     names = tuple(n for n in (args.only or "").split(",") if n) or EXPERIMENTS
     for path in run_experiments(names):
         print(path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,19 @@ class RunConfig:
 # GPU's 1024, with bit-identical features (benchmarks/eval_batch.py).
 CPU_EVAL_BATCH = 128
 
+
+def phase_checkpoints(epochs: int) -> list[int]:
+    """Epochs 0 and 1, every 10% of training up to its first third, then every 5% to the end.
+
+    The late ones are counted back from the end, so that they land on the last epoch; spacings
+    are rounded down to whole epochs (at least 1), so the onset is known to within 5% of training.
+    """
+    checks.positive_int("epochs", epochs)
+    step = max(1, epochs // 20)
+    late = [e for e in range(epochs, 0, -step) if 3 * e >= epochs]
+    early = range(2 * step, late[-1], 2 * step)
+    return sorted({0, 1, *early, *late})
+
 PROFILES: dict[str, dict[str, Any]] = {
     "ci": dict(
         width=8, epochs=3, train_per_class=500, test_per_class=200,
@@ -124,10 +138,10 @@ PROFILES: dict[str, dict[str, Any]] = {
     # no augmentation, lr 0.1 for 30% of training, 0.01 to 60%, then 0.001: the pilot of the
     # issue reached 99.8% clean coarse train accuracy three epochs after its first lr drop.
     # Checkpoints every 2 epochs (5% of training) after the first third, so the onset is known
-    # to within 5%.
+    # to within 5% (phase_checkpoints, which also spreads them for any other budget).
     "full": dict(
         width=16, epochs=40, schedule="step", step_milestones=[0.3, 0.6], augment=False,
-        checkpoint_epochs=[0, 1, 4, 8, 12, *range(14, 41, 2)], eval_every=2,
+        checkpoint_epochs=phase_checkpoints(40), eval_every=2,
         clean_train_eval=True, feature_epochs="phase", eval_batch_size=CPU_EVAL_BATCH,
     ),
     # The experiments of notebooks 06-10 at CPU scale: a short budget on a stratified subset,
@@ -138,6 +152,10 @@ PROFILES: dict[str, dict[str, Any]] = {
         eval_batch_size=CPU_EVAL_BATCH,
     ),
 }
+
+# Profiles whose checkpoints follow a rule of the budget: a run given another budget gets the
+# rule's checkpoints for it (the terminal phase stays sampled densely), not default_checkpoints.
+CHECKPOINT_RULES: dict[str, Callable[[int], list[int]]] = {"full": phase_checkpoints}
 
 PARAMETERS = tuple(f.name for f in dataclasses.fields(RunConfig))
 # Parameters that change what is trained; analysis-only ones may differ between notebook runs.
@@ -175,8 +193,12 @@ def resolve(profile: str = "ci", **params: Any) -> RunConfig:
         checks.positive_int("steps", merged["steps"])
         merged["epochs"] = epochs_for_steps(merged["steps"], merged)
     if ("epochs" in given or "steps" in given) and "checkpoint_epochs" not in given:
-        # The profile's checkpoints belong to its own budget; spread new ones instead.
-        merged.pop("checkpoint_epochs", None)
+        # The profile's checkpoints belong to its own budget; spread new ones by its rule.
+        rule = CHECKPOINT_RULES.get(profile)
+        if rule is None:
+            merged.pop("checkpoint_epochs", None)
+        else:
+            merged["checkpoint_epochs"] = rule(merged["epochs"])
     merged.pop("profile", None)
     return RunConfig(profile=profile, **merged)
 

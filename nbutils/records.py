@@ -1,4 +1,4 @@
-"""The records notebooks 06-10 save as their results JSON, one builder per notebook.
+"""The records notebooks 06-10 and 12 save as their results JSON, one builder per notebook.
 
 Each record holds the notebook's summaries and, under `"runs"`, the index rows of its runs
 (nbutils.run_index), so that `figures/experiments/runs.csv` can be rebuilt from the records alone.
@@ -15,6 +15,8 @@ from nbutils.synthetic import FEATURE_NORM
 
 # The pilot that chose notebook 10's mixture, kept beside its record.
 SYNTHETIC_PILOT = "figures/experiments/synthetic_pilot.json"
+# The pilot that checks each weight decay's budget on train accuracy (scripts/full_wd_pilot.py).
+FULL_WD_PILOT = "figures/full/wd_pilot.json"
 
 
 def dynamics(summary: dict[str, Any], changes: dict[str, Any], results: list[dict[str, Any]],
@@ -59,3 +61,9 @@ def synthetic(setting: str, mixture: dict[str, Any], training: dict[str, Any], s
             "pilot": SYNTHETIC_PILOT, "by_separation": rows, "runs": run_rows,
             "histories": [{k: r[k] for k in ("separation", "seed", "history", "train_acc")}
                           for r in sweep]}
+
+
+def strength(summary: dict[str, Any], results: list[dict[str, Any]]) -> dict[str, Any]:
+    """strength.json: the weight-decay cells, their paired differences and the budget pilot."""
+    return {**summary, "pilot": FULL_WD_PILOT,
+            "runs": [run_row(r, "strength") for r in results]}

@@ -32,7 +32,8 @@ from nbutils.runs import atomic_write, create_run, load_json, load_run, save_jso
 from nbutils.stages import publish, publish_figures
 
 NOTEBOOKS = ("01_train", "02_features", "03_collapse", "04_recovery", "05_umap")
-EXPERIMENTS = ("06_dynamics", "07_grid", "08_hierarchies", "09_split", "10_synthetic")
+EXPERIMENTS = ("06_dynamics", "07_grid", "08_hierarchies", "09_split", "10_synthetic",
+               "12_collapse_strength")
 # Profiles from the most to the least costly: a costly run names the ones after it.
 CHEAPER = ("paper", "cpu", "ci")
 PUBLISHED_PROFILES = ("cpu", "paper")

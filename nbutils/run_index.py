@@ -1,7 +1,7 @@
 """One tidy index of every trained run: `figures/experiments/runs.csv`, one row per run.
 
 Rows come from results.json records (docs/protocol.md, section 11): each experiment notebook
-(06-10) stores the rows of its runs in its results JSON under `"runs"`, and the seeds of the
+(06-10, 12) stores the rows of its runs in its results JSON under `"runs"`, and the seeds of the
 published profiles (SEED_PROFILES: `cpu`, `full`) are read from `figures/<profile>/results.json`
 and `figures/<profile>/seeds/*/results.json`. `build_index`
 gathers them; `python -m nbutils runs-index` writes the CSV, which readers and our figures load
@@ -35,9 +35,9 @@ COLUMNS = (
 )
 # Published profiles whose seeds are rows of their own (folder names under figures/).
 SEED_PROFILES = ("cpu", "full")
-# The results JSON of notebooks 06-10, whose `runs` lists the index gathers.
+# The results JSON of notebooks 06-10 and 12, whose `runs` lists the index gathers.
 EXPERIMENT_FILES = ("dynamics.json", "grid.json", "hierarchies.json", "split.json",
-                    "synthetic.json")
+                    "synthetic.json", "strength.json")
 # Where each column's number sits in a results.json record.
 PATHS = {
     "recovery_train": "recovery.train_cluster_acc",

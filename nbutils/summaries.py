@@ -134,12 +134,13 @@ PHASE_CHANGE_KEYS = (*RECOVERY_KEYS, "recovery.test_cluster_acc_true_coarse", "n
 
 
 def onset_to_end(results: list[dict[str, Any]],
-                 paths: tuple[str, ...] = PHASE_CHANGE_KEYS) -> dict[str, Any]:
+                 paths: tuple[str, ...] = PHASE_CHANGE_KEYS,
+                 hold: float = phase.HOLD) -> dict[str, Any]:
     """Per measure: each run's value at its own terminal-phase onset and at its end, and the
-    change with its spread and Student-t 95% interval over runs (runs out of the phase are left
-    out). Each run's onset is read as `phase.terminal_phase_of` reads it, and its history must
-    hold an entry at that epoch."""
-    phases = [phase.terminal_phase_of(r) for r in results]
+    change with its spread and Student-t 95% interval over runs (runs that do not hold the phase
+    over `hold` of training are left out). Each run's onset is read as
+    `phase.terminal_phase_of` reads it, and its history must hold an entry at that epoch."""
+    phases = [phase.terminal_phase_of(r, hold=hold) for r in results]
     runs = [(r, p["onset_epoch"]) for r, p in zip(results, phases, strict=True) if p["reached"]]
     out: dict[str, Any] = {"seeds": [config_of(r, "seed") for r, _ in runs],
                            "onset_epoch": [onset for _, onset in runs],

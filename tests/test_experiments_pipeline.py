@@ -1,8 +1,9 @@
-"""Integration: notebooks 06-10 through papermill on the `ci` profile with real CIFAR-10.
+"""Integration: notebooks 06-10 and 12 through papermill with real CIFAR-10.
 
-Tiny settings (1 epoch, 20 train images per class) and one shared run root, so the five notebooks
-train a single pipeline run between them (plus the split's two small models, and 08's run with the
-10-label baseline that its pair controls need): about a minute.
+Tiny settings (1 epoch, 20 train images per class) and one shared run root, so notebooks 06-10
+train a single `ci` pipeline run between them (plus the split's two small models, and 08's run
+with the 10-label baseline that its pair controls need): about a minute. Notebook 12 trains one
+tiny `full`-profile run per weight decay (1 and 2 epochs), with its phase features.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from PIL import Image
 
 from nbutils.reproduce import NOTEBOOK_DIR, run_notebook
 
-EXPERIMENTS = ("06_dynamics", "07_grid", "08_hierarchies", "09_split", "10_synthetic")
+EXPERIMENTS = ("06_dynamics", "07_grid", "08_hierarchies", "09_split", "10_synthetic",
+               "12_collapse_strength")
 TINY = {"epochs": 1, "train_per_class": 20, "test_per_class": 10, "checkpoint_epochs": [0, 1],
         "n_init": 2, "train_baseline": False}
 FIGURES = {
@@ -27,11 +29,18 @@ FIGURES = {
     "09_split": ("split_recovery", "split_separation"),
     "10_synthetic": ("synthetic_recovery", "synthetic_nc1", "synthetic_recovery_over_training",
                      "synthetic_accuracy_over_training"),
+    "12_collapse_strength": ("strength_vs_nc1", "strength_changes"),
 }
 pytestmark = pytest.mark.slow
 RESULTS = {"06_dynamics": "dynamics.json", "07_grid": "grid.json",
            "08_hierarchies": "hierarchies.json", "09_split": "split.json",
-           "10_synthetic": "synthetic.json"}
+           "10_synthetic": "synthetic.json", "12_collapse_strength": "strength.json"}
+# Notebook 12 on profile `full` (its checkpoint rule, clean train accuracy, phase features),
+# shrunk: each weight decay's budget is a point of the sweep, so not an override.
+STRENGTH = {"profile": "full", "weight_decays": [5e-4, 5e-3], "seeds": [0],
+            "epochs_by_weight_decay": {5e-4: 1, 5e-3: 2},
+            "overrides": {"width": 8, "train_per_class": 20, "test_per_class": 10, "n_init": 2,
+                          "train_baseline": False}}
 
 
 def parameters(name: str, root: Path, out: Path, data_root: Path) -> dict:
@@ -49,6 +58,7 @@ def parameters(name: str, root: Path, out: Path, data_root: Path) -> dict:
                          "test_overrides": TINY},
              "08_hierarchies": {"mappings": {"mod5": [0]}, "runs_root": str(root / "hierarchies"),
                                 "overrides": {**TINY, "train_baseline": True}},
+             "12_collapse_strength": {**STRENGTH, "runs_root": str(root / "strength")},
              "09_split": {"seeds": [0], "merged_root": str(root),
                           "models": ["20-label", "10-label"], "runs_root": str(root / "split")}}
     return {**params, **extra[name]}
@@ -71,8 +81,10 @@ def test_finished_sweep_points_are_archived_beside_the_results(executed: Path) -
     hier = "hierarchies/mapping=mod5_lr=0.1_weight_decay=0.0005_seed=0"
     grid = "grid/mapping=mod5_lr=0.1_weight_decay=0.0005_seed=0"
     chosen = "runs/mapping=mod5_lr=0.1_weight_decay=0.0005_seed=0"
+    strength = [f"strength/mapping=mod5_lr=0.1_weight_decay={wd}_seed=0_epochs={e}/results.json"
+                for wd, e in (("0.0005", 1), ("0.005", 2))]
     assert archived == sorted([f"{chosen}/results.json", f"{grid}/results.json",
-                               f"{hier}/pairs.json", f"{hier}/results.json"])
+                               f"{hier}/pairs.json", f"{hier}/results.json", *strength])
     hierarchies = json.loads((executed / "hierarchies.json").read_text())
     stored = json.loads((executed / "runs" / hier / "pairs.json").read_text())
     assert stored["config"]["run_dir"] == Path(hier).name
@@ -115,6 +127,12 @@ def test_results_files_are_well_formed(executed: Path) -> None:
     assert [(r["separation"], r["seed"]) for r in syn_runs] == [(0.0, 0), (8.0, 0)]
     assert all(isinstance(r["reached_terminal_phase"], bool) for r in syn_runs)
     assert res["10_synthetic"]["feature_norm"] == "l2"
+    strength = res["12_collapse_strength"]
+    assert [(c["weight_decay"], c["epochs"]) for c in strength["cells"]] == [(5e-4, 1), (5e-3, 2)]
+    assert strength["setting"].startswith("profile full") and strength["hold"] == 0.5
+    assert [r["experiment"] for r in strength["runs"]] == ["strength", "strength"]
+    assert len(strength["differences"]) == 1 and len(strength["axes"]) == 2
+    assert all(c["axis_at_end"]["runs"] == 1 for c in strength["cells"])
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)

@@ -1,4 +1,4 @@
-"""Figures of the experiments (notebooks 06-10): seeds as a mean line with a band or error bars.
+"""Figures of the experiments (notebooks 06-10, 12): seeds as a mean line with a band or error bars.
 
 Every figure carries the setting it was made with (profile, width, data, epochs, seeds) in its
 title, as the experiments' results are only meaningful at that scale.
@@ -299,4 +299,58 @@ def synthetic_figures(rows: list[dict[str, Any]], sweep: list[dict[str, Any]],
         "synthetic_separation_over_training": over(
             "fine_variance_fraction", "between-fine share of class variance over training",
             "share", True, False),
+    }
+
+
+def plot_vs_nc1(cells: Sequence[dict[str, Any]], runs: Sequence[Sequence[dict[str, Any]]],
+                keys: dict[str, str], control: float, title: str) -> Figure:
+    """Each measure at the end against coarse NC1: seeds as dots, cell means with sd bars."""
+    set_style()
+    fig, ax = plt.subplots(figsize=(6.8, 4.2))
+    markers = "osD^vP*X"
+    for (key, name), colour in zip(keys.items(), coarse_palette(len(keys)), strict=True):
+        for i, (cell, cell_runs) in enumerate(zip(cells, runs, strict=True)):
+            x = [value(r, "nc.coarse.nc1") for r in cell_runs]
+            ax.scatter(x, [value(r, key) for r in cell_runs], s=10, color=colour, alpha=0.5,
+                       marker=markers[i % len(markers)])
+            nc1, y = cell["end"]["nc.coarse.nc1"], cell["end"][key]
+            ax.errorbar(nc1["mean"], y["mean"], xerr=nc1["sd"], yerr=y["sd"], color=colour,
+                        marker=markers[i % len(markers)], ms=7, capsize=3, ls="none",
+                        label=f"{name}, wd {cell['weight_decay']:g}")
+    ax.axhline(control, color="0.4", ls="--", lw=1, label="(a) at random init (mean)")
+    ax.set_xscale("log")
+    # NC1 of the cells spans about a decade: label the minor ticks too, plainly and tilted.
+    for axis_format in (ax.xaxis.set_major_formatter, ax.xaxis.set_minor_formatter):
+        axis_format(matplotlib.ticker.FormatStrFormatter("%.3g"))
+    ax.tick_params(axis="x", which="both", labelrotation=45, labelsize=7)
+    _percent(ax)
+    ax.set(xlabel="coarse NC1 at the end (log)", ylabel="at the end of training", title=title)
+    ax.title.set_fontsize(9)
+    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return fig
+
+
+def strength_figures(summary: dict[str, Any],
+                     runs: list[list[dict[str, Any]]]) -> dict[str, Figure]:
+    """Per weight-decay cell (nbutils.strength): the measures against coarse NC1 at the end, and
+    their change from each seed's terminal-phase onset to the end (seeds holding the phase)."""
+    cells, title = summary["cells"], "\n".join(textwrap.wrap(summary["setting"], 60))
+    keys = {k: summary["labels"][k] for k in summary["labels"]
+            if k.startswith(("recovery.", "nc.fine_structure."))}
+    control = float(np.nanmean([c["end"][k]["mean"] for c in cells for k in c["end"]
+                                if k.startswith("controls.")]))
+    groups = [f"wd {c['weight_decay']:g} ({c['epochs']} ep.)"
+              + ("" if c["holds_phase"] else ", phase not held") for c in cells]
+    changes = {name: [c["onset_to_end"]["measures"][k]["change_spread"] for c in cells]
+               for k, name in keys.items()}
+    dots = {name: [c["onset_to_end"]["measures"][k]["change"] for c in cells]
+            for k, name in keys.items()}
+    return {
+        "strength_vs_nc1": plot_vs_nc1(
+            cells, runs, keys, control, f"fine structure against collapse, per weight decay\n"
+                                        f"{title}"),
+        "strength_changes": plot_grouped_bars(
+            groups, changes, f"change from terminal-phase onset to end (seeds holding the phase "
+                             f">= {summary['hold']:.0%} of training)\n{title}",
+            "change (percentage points)", dots),
     }

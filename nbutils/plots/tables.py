@@ -89,6 +89,60 @@ def change_frame(changes: dict[str, Any], labels: dict[str, str]) -> pd.DataFram
     return pd.DataFrame(rows).set_index("measure") if rows else pd.DataFrame()
 
 
+def _t95_text(ci: Sequence[float] | None) -> str:
+    """'[low, high]' of a t interval, '-' below 2 seeds."""
+    return "-" if ci is None else f"[{ci[0]:+.4f}, {ci[1]:+.4f}]"
+
+
+def strength_frame(summary: dict[str, Any]) -> pd.DataFrame:
+    """One row per weight-decay cell (nbutils.strength): budget, phase, and the measures at the
+    end as mean ± sample sd over seeds."""
+    rows = []
+    for cell in summary["cells"]:
+        row = {"weight decay": cell["weight_decay"], "epochs": cell["epochs"],
+               "seeds": cell["seeds"], "held fraction": cell["held_fraction"],
+               "holds the phase": cell["holds_phase"]}
+        for key, s in cell["end"].items():
+            row[summary["labels"][key]] = f"{s['mean']:.4f} ± {s['sd']:.4f}"
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("weight decay")
+
+
+def onset_frame(summary: dict[str, Any]) -> pd.DataFrame:
+    """Per cell and measure: seeds holding the phase, mean at onset and end, change, t interval."""
+    rows = []
+    for cell in summary["cells"]:
+        for m in cell["onset_to_end"]["measures"].values():
+            rows.append({"weight decay": cell["weight_decay"], "measure": m["label"],
+                         "seeds": m["change_spread"]["n"],
+                         "at onset (mean)": np.mean(m["at_onset"]) if m["at_onset"] else None,
+                         "end (mean)": np.mean(m["end"]) if m["end"] else None,
+                         "change (mean)": m["change_spread"]["mean"],
+                         "change t95": _t95_text(m["change_t95"])})
+    return pd.DataFrame(rows).set_index(["weight decay", "measure"])
+
+
+def difference_frame(summary: dict[str, Any]) -> pd.DataFrame:
+    """Per pair of cells and measure: the end difference paired by seed and its t interval."""
+    rows = []
+    for diff in summary["differences"]:
+        a, b = diff["weight_decays"]
+        for key, d in diff["measures"].items():
+            rows.append({"cells": f"wd {a:g} - wd {b:g}", "measure": summary["labels"][key],
+                         "both hold the phase": diff["in_phase"], "seeds": d["spread"]["n"],
+                         "difference (mean)": d["spread"]["mean"],
+                         "difference t95": _t95_text(d["t95"])})
+    return pd.DataFrame(rows).set_index(["cells", "measure"])
+
+
+def axis_frame(summary: dict[str, Any]) -> pd.DataFrame:
+    """Per cell: what the 2-means split of the test features follows at the end (nbutils.strength,
+    nbutils.cluster_axis), mean over the runs that kept their phase features."""
+    return pd.DataFrame({f"wd {c['weight_decay']:g}": {
+        key: s["mean"] if isinstance(s, dict) else s for key, s in c["axis_at_end"].items()}
+        for c in summary["cells"]})
+
+
 def grid_frame(grid: dict[str, Any]) -> pd.DataFrame:
     """One row per grid cell, one column per metric of GRID_KEYS (means over seeds)."""
     rows = []
