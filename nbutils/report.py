@@ -39,6 +39,7 @@ SOURCES: dict[str, str] = {
     "full_seeds": "figures/full/seeds.json",
     "full_phase": "figures/full/phase_change.json",
     "full_axis": "figures/full/cluster_axis.json",
+    "full_seed1": "figures/full/seeds/seed1/results.json",
     "feature_norms": "figures/cpu/feature_norms.json",
     "amp_check": "figures/cpu/amp_check.json",
     "tpt_pilot": "figures/tpt/pilot.json",
