@@ -134,11 +134,24 @@ def lab(tmp_path: Path, cifar10_root: Path) -> Iterator[str]:
         log.close()
 
 
+def accept_dialogs(page) -> None:
+    """Accept any dialog JupyterLab has opened over the notebook (on a loaded machine the kernel
+    can start late enough for Lab to ask which kernel to use), printing what it asked."""
+    dialogs = page.locator(".jp-Dialog")
+    for _ in range(3):
+        if not dialogs.count():
+            return
+        print("JupyterLab dialog:", dialogs.first.inner_text())
+        page.locator(".jp-Dialog .jp-mod-accept").first.click()
+        page.wait_for_timeout(500)
+
+
 def run_all_cells(page) -> None:
     """Run > Run All Cells from the menu bar, as a person would, until cells start running."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     for _ in range(3):
+        accept_dialogs(page)
         # The menu acts on the focused notebook; right after loading, none may have focus yet.
         page.locator(".jp-Notebook").first.click()
         page.locator(".lm-MenuBar-item", has_text="Run").first.click()
