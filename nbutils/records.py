@@ -15,7 +15,7 @@ from nbutils.synthetic import FEATURE_NORM
 
 # The pilot that chose notebook 10's mixture, kept beside its record.
 SYNTHETIC_PILOT = "figures/experiments/synthetic_pilot.json"
-# The pilot that checks each weight decay's budget on train accuracy (scripts/full_wd_pilot.py).
+# The pilot that checks each weight decay's budget on train accuracy (scripts/full_pilot.py).
 FULL_WD_PILOT = "figures/full/wd_pilot.json"
 
 
