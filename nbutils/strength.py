@@ -2,9 +2,10 @@
 
 Cells are weight decays at one learning rate on profile `full` (all 50,000 train images, no
 augmentation, step schedule), several seeds each. Stronger weight decay fits more slowly, so
-each weight decay has its own epoch budget; the checkpoints of every budget follow profile
-`full`'s rule (`config.phase_checkpoints`). A cell is read in the terminal phase only when every
-seed holds it over at least HOLD of training; one that does not is reported as such.
+each weight decay has its own epoch budget and may have its own lr drops; the checkpoints of
+every budget follow profile `full`'s rule (`config.phase_checkpoints`). A cell is read in the
+terminal phase only when every seed holds it over at least HOLD of training; one that does not
+is reported as such.
 
 Per run: recovery (a), train clustering, (c), the between-fine share and coarse NC1 at the end,
 and their change from the run's terminal-phase onset to the end (`summaries.onset_to_end`).
@@ -56,14 +57,35 @@ def epochs_for(weight_decay: float, epochs_by_weight_decay: dict[Any, int]) -> i
                                budgets[float(weight_decay)])
 
 
+def milestones_for(weight_decay: float,
+                   milestones_by_weight_decay: dict[Any, list[float]]) -> list[float] | None:
+    """The lr drops of one weight decay as fractions of its training; None: the profile's."""
+    named = {float(k): v for k, v in (milestones_by_weight_decay or {}).items()}
+    return named.get(float(weight_decay))
+
+
 def points(weight_decays: list[float], seeds: list[int], epochs_by_weight_decay: dict[Any, int],
-           lr: float = 0.1) -> list[dict[str, Any]]:
+           lr: float = 0.1,
+           milestones_by_weight_decay: dict[Any, list[float]] | None = None,
+           ) -> list[dict[str, Any]]:
     """Sweep points, seed by seed (a cut-short sweep has seen every cell), each with its budget."""
     checks.nonempty_list("weight_decays", weight_decays)
     checks.nonempty_list("seeds", seeds)
-    return [{"lr": lr, "weight_decay": wd, "seed": s,
-             "epochs": epochs_for(wd, epochs_by_weight_decay)}
-            for s in seeds for wd in weight_decays]
+    cells = {float(w) for w in weight_decays}
+    unknown = {float(k) for k in milestones_by_weight_decay or {}} - cells
+    if unknown:
+        raise ValueError(f"milestones_by_weight_decay: weight decays {sorted(unknown)} are not "
+                         f"cells; the cells are {list(weight_decays)}")
+    out = []
+    for s in seeds:
+        for wd in weight_decays:
+            point = {"lr": lr, "weight_decay": wd, "seed": s,
+                     "epochs": epochs_for(wd, epochs_by_weight_decay)}
+            drops = milestones_for(wd, milestones_by_weight_decay or {})
+            if drops is not None:
+                point["step_milestones"] = list(drops)
+            out.append(point)
+    return out
 
 
 def by_cell(results: list[dict[str, Any]],
@@ -84,6 +106,7 @@ def cell_summary(runs: list[dict[str, Any]], hold: float = HOLD) -> dict[str, An
     phases = [phase.terminal_phase_of(r, hold=hold) for r in runs]
     return {"weight_decay": config_of(runs[0], "weight_decay"),
             "epochs": config_of(runs[0], "epochs"),
+            "step_milestones": config_of(runs[0], "step_milestones"),
             "seeds": [config_of(r, "seed") for r in runs],
             "held_fraction": [p["held_fraction"] for p in phases],
             "onset_epoch": [p["onset_epoch"] for p in phases],

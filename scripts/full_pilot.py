@@ -1,4 +1,4 @@
-"""Pilot a variant of the `full` recipe on clean train accuracy alone: does its budget hold the phase?
+"""Pilot a variant of the `full` recipe on clean train accuracy: does its budget hold the phase?
 
 Two questions use it, each with its own output file:
 - the collapse-strength cells (lr 0.1, weight decay 5e-3 / 5e-4 / 5e-5): stronger weight decay fits

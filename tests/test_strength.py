@@ -47,6 +47,18 @@ def test_points_give_each_weight_decay_its_budget_seed_by_seed() -> None:
         strength.points([5e-5], [0], budgets)
 
 
+
+def test_points_give_a_weight_decay_its_own_lr_drops_and_refuse_unknown_cells() -> None:
+    budgets = {5e-3: 80, 5e-4: 40}
+    drops = {"0.005": [0.15, 0.3]}  # papermill passes a dict's keys as strings
+    pts = strength.points([5e-3, 5e-4], [0], budgets, milestones_by_weight_decay=drops)
+    assert pts == [
+        {"lr": 0.1, "weight_decay": 5e-3, "seed": 0, "epochs": 80,
+         "step_milestones": [0.15, 0.3]},
+        {"lr": 0.1, "weight_decay": 5e-4, "seed": 0, "epochs": 40}]
+    with pytest.raises(ValueError, match=r"milestones_by_weight_decay: weight decays \[5e-05\]"):
+        strength.points([5e-3], [0], budgets, milestones_by_weight_decay={5e-5: [0.5]})
+
 def record(tmp: Path, wd: float, seed: int, epochs: int, onset: int, a_at: float,
            a_end: float) -> dict:
     """A results.json-shaped run: clean train curve with `onset`, history at 0, onset and end."""
