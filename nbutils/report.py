@@ -235,6 +235,18 @@ def lookup(node: Any, dotted: str) -> Any:
     return node
 
 
+def quotient_or_value(tree: Any, path: str) -> Any:
+    """The value at `path`; for `a/b`, the value at `a` divided by the value at `b` (a ratio of
+    two numbers of one file, such as a throughput against its baseline)."""
+    if "/" not in path:
+        return lookup(tree, path)
+    numerator, denominator = (part.strip() for part in path.split("/", 1))
+    bottom = _number(lookup(tree, denominator))
+    if bottom == 0:
+        raise ValueError(f"{denominator} is 0")
+    return _number(lookup(tree, numerator)) / bottom
+
+
 def resolve_token(source: str, path: str, fmt: str, root: Path = REPO,
                   cache: dict[str, Any] | None = None) -> str:
     """The formatted value of one token; TokenError naming what is wrong.
@@ -252,7 +264,7 @@ def resolve_token(source: str, path: str, fmt: str, root: Path = REPO,
     if source not in cache:
         cache[source] = load_json(Path(root) / SOURCES[source])
     try:
-        value = lookup(cache[source], path.strip())
+        value = quotient_or_value(cache[source], path.strip())
         return FORMATS[fmt](value)
     except (KeyError, ValueError, TypeError) as err:
         where = SOURCES.get(source, f"source {source!r}")

@@ -51,6 +51,16 @@ def test_a_token_renders_and_follows_its_file(tmp_path: Path) -> None:
     assert again != once and "90.0%" in again
 
 
+def test_a_slash_divides_two_values_of_one_file(tmp_path: Path) -> None:
+    (tmp_path / "figures" / "cpu").mkdir(parents=True)
+    (tmp_path / "figures" / "cpu" / "results.json").write_text(
+        json.dumps({"img_per_s": {"ours": 900.0, "bare": 1000.0, "none": 0.0}}))
+    text = report.render("{{cpu:img_per_s.ours/img_per_s.bare|f2}}", tmp_path)
+    assert text == "<!--t cpu:img_per_s.ours/img_per_s.bare|f2-->0.90<!--/t-->"
+    with pytest.raises(report.TokenError, match="img_per_s.none is 0"):
+        report.render("{{cpu:img_per_s.ours/img_per_s.none|f2}}", tmp_path)
+
+
 def test_a_bad_token_names_what_is_wrong(tmp_path: Path) -> None:
     root = _root(tmp_path, 0.885)
     with pytest.raises(report.TokenError, match="source: unknown 'cpx'"):
