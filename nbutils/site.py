@@ -28,6 +28,9 @@ from nbutils.runs import atomic_write
 BUILD_DIR = REPO / "build"
 # What the site is made of, relative to the repository root.
 SOURCES = ("README.md", "docs", "benchmarks/README.md", "notebooks", "figures")
+# Left out of the site: NumPy feature archives (compact.npz, phase_features.npz) are half of
+# figures/ by size and a browser cannot show them; they stay in the repository.
+LEFT_OUT = ("*.npz",)
 # The executed notebooks are copies of notebooks/*.ipynb: their links are relative to notebooks/.
 NOTEBOOK_HOME = PurePosixPath("notebooks")
 # The docs' rendered numbers, `<!--t key|fmt-->88.5%<!--/t-->`: only the number is shown.
@@ -143,7 +146,7 @@ def stage(repo: Path, dest: Path) -> None:
     for name in SOURCES:
         src = repo / name
         if src.is_dir():
-            shutil.copytree(src, dest / name)
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns(*LEFT_OUT))
         elif src.is_file():
             atomic_write(dest / name, lambda tmp, src=src: shutil.copy2(src, tmp))
     for path in sorted(dest.rglob("*.md")):

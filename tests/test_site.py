@@ -39,6 +39,7 @@ def small_repo(root: Path, readme: str = "", note: str = "") -> Path:
         "# A\n\n## Part two\n\n![plot](../figures/cpu/plot.png) and [home](../README.md)\n"
         "and [all figures](../figures/cpu), <!--t cpu:x|pct-->88.5%<!--/t--> of them.\n")
     shutil.copy(REPO / "figures" / "cpu" / "training_curves.png", root / "figures/cpu/plot.png")
+    (root / "figures" / "cpu" / "compact.npz").write_bytes(b"features")
     text = notebook(f"See [part two](../docs/a.md#part-two). {note}")
     (root / "notebooks" / "01_x.ipynb").write_text(text)
     (root / "figures" / "cpu" / "notebooks" / "01_x.ipynb").write_text(text)
@@ -65,6 +66,8 @@ def test_a_link_to_a_folder_opens_a_listing(tmp_path: Path) -> None:
     listing = (tmp_path / "src" / "figures" / "cpu" / "index.md").read_text()
     assert "- [plot.png](plot.png)" in listing
     assert "- [notebooks/01_x.ipynb](notebooks/01_x.ipynb)" in listing
+    assert "compact.npz" not in listing
+    assert not (tmp_path / "src" / "figures" / "cpu" / "compact.npz").exists()
 
 
 def test_broken_links_finds_missing_files_and_anchors(tmp_path: Path) -> None:
