@@ -11,7 +11,7 @@ from typing import Any
 
 import torch.distributed as dist
 
-from nbutils import carry, results, run_index, site, stages, verify
+from nbutils import carry, pairs, results, run_index, site, stages, verify
 from nbutils.analysis import feature_norm_ablation
 from nbutils.config import PARAMETERS, PROFILES, resolve
 from nbutils.distributed import preflight
@@ -255,6 +255,13 @@ def cmd_seeds(args: argparse.Namespace) -> None:
         change = onset_to_end(records)
         save_json(path, change)
         print(f"{path}: onset to end over seeds {change['seeds']}")
+    found = [pairs.pairs_file(Path(d)) for d in args.run_dirs]
+    if all(found):
+        # Runs with their per-pair counterfactuals (nbutils.pairs): the same over seeds.
+        path = Path(args.out).with_name("pairs_seeds.json")
+        record = pairs.seeds_record([load_json(f) for f in found])
+        save_json(path, record)
+        print(f"{path}: {len(record['pairs'])} pairs over seeds {record['seeds']}")
 
 
 def cmd_runs_index(args: argparse.Namespace) -> None:

@@ -41,7 +41,7 @@ from nbutils.lock import run_lock
 from nbutils.recovery import normalize_features, raw_pixel_features, recover_fine_labels
 from nbutils.run_data import load_run_data
 from nbutils.runs import ArtifactError, load_json, load_run, save_json
-from nbutils.stats import spread
+from nbutils.stats import spread, t_interval
 from nbutils.sweeps import comparable, finished
 
 PAIRS_FILE = "pairs.json"
@@ -222,6 +222,30 @@ def pair_summary(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                     "seeds": [s for s, _ in entries],
                     **{src: _spread_source(rows, src) for src in SOURCES}})
     return out
+
+
+def pairs_file(folder: Path) -> Path | None:
+    """The pairs.json of a run directory, or of a published profile folder (under logs/)."""
+    for path in (folder / PAIRS_FILE, folder / "logs" / PAIRS_FILE):
+        if path.is_file():
+            return path
+    return None
+
+
+def seeds_record(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """pair_summary over seeds, and per pair the paired test difference merged - baseline
+    (each seed's coarse model against its own baseline) with its Student-t 95% interval."""
+    rows = pair_summary(records)
+    by_seed = {rec["seed"]: {r["pair"]: r for r in rec["pairs"]} for rec in records}
+    for row in rows:
+        diffs = [by_seed[s][row["pair"]]["merged"]["test"]
+                 - by_seed[s][row["pair"]]["baseline"]["test"]
+                 for s in row["seeds"] if by_seed[s][row["pair"]].get("baseline")]
+        row["merged_minus_baseline_test"] = (
+            {**spread(diffs), "t95": t_interval(diffs)} if diffs else None)
+    return {"seeds": sorted(by_seed), "feature_norm": records[0]["feature_norm"],
+            "n_init": records[0]["n_init"], "sources": records[0]["sources"],
+            "interval": "Student-t 95% over seeds, sd ddof=1", "pairs": rows}
 
 
 def _spread_source(rows: list[dict[str, Any]], source: str) -> dict[str, Any] | None:

@@ -274,3 +274,31 @@ def test_pair_figures_are_saved(tmp_path: Path) -> None:
         with Image.open(tmp_path / f"{name}.png") as img:
             assert img.format == "PNG" and min(img.size) > 300
     plt.close("all")
+
+
+def test_seeds_record_pairs_each_seed_with_its_own_baseline(tmp_path: Path) -> None:
+    def record(seed: int, merged: float, baseline: float | None) -> dict:
+        row = {"pair": "airplane/dog", "classes": [0, 5],
+               "merged": {"train": 1.0, "test": merged},
+               "baseline": None if baseline is None else {"train": 1.0, "test": baseline},
+               "random_init": {"train": 0.6, "test": 0.6}, "raw_pixels": None}
+        return {"mapping": "mod5", "seed": seed, "feature_norm": "l2", "n_init": 10,
+                "sources": {}, "pairs": [row]}
+
+    # Differences -0.02, -0.04, -0.06: mean -0.04, sd 0.02, t95 = -0.04 -+ t(2) * 0.02 / sqrt(3).
+    rec = pairs.seeds_record([record(0, 0.96, 0.98), record(1, 0.94, 0.98),
+                              record(2, 0.90, 0.96)])
+    row = rec["pairs"][0]
+    diff = row["merged_minus_baseline_test"]
+    assert rec["seeds"] == [0, 1, 2] and row["seeds"] == [0, 1, 2]
+    assert diff["mean"] == pytest.approx(-0.04) and diff["sd"] == pytest.approx(0.02)
+    half = 4.302652729911275 * 0.02 / math.sqrt(3)
+    assert diff["t95"] == pytest.approx((-0.04 - half, -0.04 + half))
+    assert row["raw_pixels"] is None and row["merged"]["test"]["n"] == 3
+    # A seed without a baseline is left out of the difference, not read as zero.
+    rec = pairs.seeds_record([record(0, 0.96, 0.98), record(1, 0.94, None)])
+    assert rec["pairs"][0]["merged_minus_baseline_test"]["values"] == [pytest.approx(-0.02)]
+    assert pairs.pairs_file(tmp_path) is None
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "pairs.json").write_text("{}")
+    assert pairs.pairs_file(tmp_path) == tmp_path / "logs" / "pairs.json"
