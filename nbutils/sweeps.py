@@ -29,7 +29,14 @@ from nbutils import checks, launch, stages
 from nbutils.config import TRAINING_KEYS, RunConfig, resolve
 from nbutils.data import DataError, coarse_mapping
 from nbutils.lock import RunLocked, run_lock
-from nbutils.runs import create_run, load_json, model_dir, save_json, save_npz
+from nbutils.runs import (
+    checkpoint_path,
+    create_run,
+    load_json,
+    model_dir,
+    save_json,
+    save_npz,
+)
 
 # Always in a run's name, so that the grid, the hierarchies and the dynamics share their runs.
 NAME_KEYS = ("mapping", "lr", "weight_decay", "seed")
@@ -86,13 +93,15 @@ def root_hint(cfg: RunConfig) -> str:
 
 def run_point(cfg: RunConfig, progress: bool = False,
               then: Callable[[RunConfig], Any] | None = None,
-              archive: str | Path | None = None) -> dict[str, Any]:
+              archive: str | Path | None = None,
+              adopt_from: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
     """Train and analyse one point (training resumes) unless finished, settle it; its results."""
     done = finished(cfg)
     if done is None:
         with stages.writing(cfg):
             create_run(cfg, hint=root_hint(cfg))
             share_baseline(cfg)
+            adopt_coarse(cfg, adopt_from)
         done = stages.run(cfg, progress=progress)
     settle(cfg, then, archive)
     return done
@@ -211,6 +220,71 @@ def share_baseline(cfg: RunConfig) -> Path | None:
     return twin
 
 
+# The coarse model never sees the 10-label baseline: a run that trained the same coarse model
+# beside a baseline (e.g. runs/full/seedN) holds the one this run would train, weight for weight
+# on the CPU. Its log is copied last: a model counts as trained only once its log is in place.
+COARSE_FILES = ("last.pt", "train_meta.json", "log.json")
+
+
+def adopt_patterns(adopt_from: Any) -> list[str]:
+    """`adopt_from` checked: run directory patterns, each formatted with a point's seed alone."""
+    if not isinstance(adopt_from, list | tuple) or not all(isinstance(p, str) for p in adopt_from):
+        raise ValueError(f"adopt_from: must be a list of run directory patterns such as "
+                         f"'runs/full/seed{{seed}}', got {adopt_from!r}")
+    for pattern in adopt_from:
+        try:
+            pattern.format(seed=0)
+        except (KeyError, IndexError, ValueError) as err:
+            raise ValueError(f"adopt_from: {pattern!r} must name no field but {{seed}} "
+                             f"({type(err).__name__}: {err})") from err
+    return list(adopt_from)
+
+
+def coarse_source(cfg: RunConfig, adopt_from: list[str] | tuple[str, ...]) -> Path | None:
+    """The first run of `adopt_from` holding the finished coarse model this run would train."""
+    # Unlike the baseline's, the mapping stays: the coarse labels follow it.
+    keys = [k for k in TRAINING_KEYS if k != "train_baseline"]
+    want = cfg.to_dict()
+    for pattern in adopt_from:
+        other = Path(pattern.format(seed=cfg.seed))
+        path = other / "config.json"
+        if other.resolve() == Path(cfg.run_dir).resolve() or not path.is_file():
+            continue
+        config = load_json(path)["config"]
+        source = replace(cfg, run_dir=str(other))
+        if (all(config.get(k) == want[k] for k in keys)
+                and stages.finished_log(source, "coarse") is not None
+                and all(checkpoint_path(source, "coarse", e).is_file()
+                        for e in cfg.checkpoint_epochs)):
+            return other
+    return None
+
+
+def adopt_coarse(cfg: RunConfig, adopt_from: list[str] | tuple[str, ...]) -> Path | None:
+    """Copy a finished coarse model of a run in `adopt_from` instead of training it again."""
+    if not adopt_from or stages.finished_log(cfg, "coarse") is not None:
+        return None
+    other = coarse_source(cfg, adopt_from)
+    if other is None:
+        return None
+    src, dest = model_dir(replace(cfg, run_dir=str(other)), "coarse"), model_dir(cfg, "coarse")
+    checkpoints = [checkpoint_path(cfg, "coarse", e).relative_to(dest)
+                   for e in cfg.checkpoint_epochs]
+    # Its features too, where the source extracted them (each file is written whole): the same
+    # checkpoints on the same images, and the same stored labels, since the mapping is a
+    # training key of the coarse model.
+    stored = [p.relative_to(src) for p in sorted((src / "features").glob("*.npz"))]
+    files = [Path(n) for n in COARSE_FILES if (src / n).is_file()]
+    # A resume state of an earlier, unfinished training here would sit beside the adopted log.
+    (dest / "last.pt").unlink(missing_ok=True)
+    for name in (*checkpoints, *stored, *files):
+        stages.copy_atomic(src / name, dest / name)
+    print(f"{cfg.run_dir}: coarse model copied from {other} ({len(checkpoints)} checkpoints, "
+          f"{len(stored)} feature files, {', '.join(map(str, files))}): the same coarse training "
+          f"(a baseline trained beside it does not change it)", file=sys.stderr)
+    return other
+
+
 def in_use(cfg: RunConfig) -> str | None:
     """Who holds the run directory's lock when another live process does, else None."""
     try:
@@ -244,7 +318,8 @@ def run_sweep(
     points: list[dict[str, Any]], profile: str = "exp", root: str | Path | None = None,
     progress: bool = True, launcher: str = "local", jobs: int = 1,
     slurm: dict[str, Any] | str | None = None, then: Callable[[RunConfig], Any] | None = None,
-    archive: str | Path | None = None, **common: Any,
+    archive: str | Path | None = None, adopt_from: list[str] | tuple[str, ...] = (),
+    **common: Any,
 ) -> list[dict[str, Any]]:
     """results.json of every point, running the stages of those not yet finished.
 
@@ -261,8 +336,13 @@ def run_sweep(
     `pairs.of_point`), and copies its ARCHIVED records to `<archive>/<run name>/` when
     `archive` is set; a point archived there with the same configuration is restored from it
     instead of trained (`restore`).
+
+    `adopt_from` lists run directories, patterns formatted with a point's seed (e.g.
+    `runs/full/seed{seed}`): a point whose coarse model one of them has finished with the same
+    training keys (its baseline aside) copies it instead of training it (`adopt_coarse`).
     """
     launch.check(launcher, jobs, slurm)
+    adopt_from = adopt_patterns(adopt_from)
     if then is not None and not callable(then):
         raise ValueError(f"then: must be a function of a RunConfig or None, got {then!r}")
     root = Path(root) if root not in (None, "") else Path("runs") / "experiments" / profile
@@ -275,7 +355,7 @@ def run_sweep(
         if finished(cfg) is not None and not in_use(cfg):
             settle(cfg, then, archive)
     todo = [cfg for cfg in cfgs if finished(cfg) is None]
-    job = partial(run_point, then=then, archive=archive)
+    job = partial(run_point, then=then, archive=archive, adopt_from=adopt_from)
     while todo:
         busy = [cfg for cfg in todo if in_use(cfg)]
         launch.run_jobs(job, [cfg for cfg in todo if cfg not in busy], root, launcher,

@@ -164,6 +164,10 @@ def test_mapping_points_come_seed_by_seed() -> None:
     (lambda: sweeps.run_sweep([{"seed": 0}], "nope", "r"), "profile"),
     (lambda: sweeps.grid_points([], [5e-4], [0]), "lrs"),
     (lambda: sweeps.mapping_points({"mod5": []}), "mod5"),
+    (lambda: sweeps.run_sweep([{"seed": 0}], "exp", "r", adopt_from="runs/s{seed}"),
+     "adopt_from"),
+    (lambda: sweeps.run_sweep([{"seed": 0}], "exp", "r", adopt_from=["runs/{mapping}"]),
+     "adopt_from"),
 ])
 def test_bad_sweeps_fail_before_any_work(call, name: str) -> None:
     with pytest.raises(ValueError, match=name):
@@ -272,6 +276,81 @@ def test_runs_differing_only_in_mapping_share_one_trained_baseline(tmp_path: Pat
     other = sweeps.sweep_configs([{"mapping": "semantic", "seed": 1}], "ci", tmp_path / "runs",
                                  **common)[0]
     assert sweeps.baseline_twin(other) is None
+
+
+def fake_coarse_source(root: Path, **params) -> RunConfig:
+    """A finished `ci` run of seed 0 with a 10-label baseline: coarse files without training."""
+    cfg = resolve("ci", run_dir=str(root / "seed0"), seed=0, train_baseline=True, **params)
+    create_run(cfg)
+    coarse = Path(cfg.run_dir) / "coarse"
+    for epoch in cfg.checkpoint_epochs:
+        checkpoint_path(cfg, "coarse", epoch).parent.mkdir(parents=True, exist_ok=True)
+        checkpoint_path(cfg, "coarse", epoch).write_bytes(f"weights {epoch}".encode())
+    save_json(coarse / "log.json", [{"epoch": e, "weights_sha256": f"sha{e}"}
+                                     for e in range(1, cfg.epochs + 1)])
+    save_json(coarse / "train_meta.json", {"device": "cpu"})
+    (coarse / "last.pt").write_bytes(b"resume state")
+    for epoch in (0, cfg.epochs):
+        save_npz(features_path(cfg, "coarse", epoch), train_features=np.full((2, 3), epoch))
+    return cfg
+
+
+def no_analysis(cfg: RunConfig, data=None, progress: bool = True) -> dict:
+    """Stand-in for the stages after training: a results.json of the point's config."""
+    record = {"config": cfg.to_dict()}
+    save_json(Path(cfg.run_dir) / "results.json", record)
+    return record
+
+
+@pytest.fixture
+def trainings(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    """(run_dir, model) of every model a sweep trains; training and analysis are stand-ins."""
+    calls: list[tuple[str, str]] = []
+    monkeypatch.setattr(sweeps.stages, "load_run_data", lambda cfg: None)
+    monkeypatch.setattr(sweeps.stages, "train_model",
+                        lambda cfg, model, *a, **k: calls.append((cfg.run_dir, model)) or [])
+    monkeypatch.setattr(sweeps.stages, "analyze", no_analysis)
+    return calls
+
+
+def test_a_finished_coarse_model_of_the_same_training_is_adopted_not_trained(
+        tmp_path: Path, trainings: list, capsys: pytest.CaptureFixture) -> None:
+    source = fake_coarse_source(tmp_path / "full")
+    pattern = str(tmp_path / "full" / "seed{seed}")
+    points = [{"weight_decay": 5e-4, "seed": 0}]
+    sweeps.run_sweep(points, "ci", tmp_path / "sweep", launcher="inline", progress=False,
+                     train_baseline=False, adopt_from=[pattern])
+    assert trainings == []
+    cfg = sweeps.sweep_configs(points, "ci", tmp_path / "sweep", train_baseline=False)[0]
+    assert f"coarse model copied from {source.run_dir}" in capsys.readouterr().err
+    src, dest = Path(source.run_dir) / "coarse", Path(cfg.run_dir) / "coarse"
+    copied = sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file())
+    assert copied == sorted(p.relative_to(src).as_posix() for p in src.rglob("*") if p.is_file())
+    assert "features/epoch_003.npz" in copied and "last.pt" in copied
+    assert all((dest / name).read_bytes() == (src / name).read_bytes() for name in copied)
+    assert load_json(dest / "log.json") == load_json(src / "log.json")
+    # Once finished, the point keeps its own model.
+    assert sweeps.adopt_coarse(cfg, [pattern]) is None
+
+
+@pytest.mark.parametrize("spoil", ["weight_decay", "mapping", "checkpoint", "unfinished"])
+def test_a_coarse_model_of_another_training_or_incomplete_is_not_adopted(
+        tmp_path: Path, trainings: list, spoil: str) -> None:
+    other = {"weight_decay": {"weight_decay": 5e-3}, "mapping": {"mapping": "semantic"}}
+    source = fake_coarse_source(tmp_path / "full", **other.get(spoil, {}))
+    if spoil == "checkpoint":
+        checkpoint_path(source, "coarse", 2).unlink()
+    if spoil == "unfinished":
+        log = Path(source.run_dir) / "coarse" / "log.json"
+        save_json(log, load_json(log)[:-1])
+    points, pattern = [{"weight_decay": 5e-4, "seed": 0}], str(tmp_path / "full" / "seed{seed}")
+    cfg = sweeps.sweep_configs(points, "ci", tmp_path / "sweep", train_baseline=False)[0]
+    create_run(cfg)
+    assert sweeps.adopt_coarse(cfg, [pattern]) is None
+    assert not (Path(cfg.run_dir) / "coarse").exists()
+    sweeps.run_sweep(points, "ci", tmp_path / "sweep", launcher="inline", progress=False,
+                     train_baseline=False, adopt_from=[pattern])
+    assert trainings == [(cfg.run_dir, "coarse")]
 
 
 def test_the_sweep_archive_under_figures_is_committed_not_ignored() -> None:
