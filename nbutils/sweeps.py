@@ -29,6 +29,7 @@ from nbutils import checks, launch, stages
 from nbutils.config import TRAINING_KEYS, RunConfig, resolve
 from nbutils.data import DataError, coarse_mapping
 from nbutils.lock import RunLocked, run_lock
+from nbutils.paths import resolve_run_dir
 from nbutils.runs import (
     checkpoint_path,
     create_run,
@@ -246,7 +247,7 @@ def coarse_source(cfg: RunConfig, adopt_from: list[str] | tuple[str, ...]) -> Pa
     keys = [k for k in TRAINING_KEYS if k != "train_baseline"]
     want = cfg.to_dict()
     for pattern in adopt_from:
-        other = Path(pattern.format(seed=cfg.seed))
+        other = resolve_run_dir(pattern.format(seed=cfg.seed))
         path = other / "config.json"
         if other.resolve() == Path(cfg.run_dir).resolve() or not path.is_file():
             continue
