@@ -3,7 +3,9 @@
 `python -m nbutils verify` checks, without features, checkpoints or data:
 - recovery (a) and (b) of every published run against the recovered test labels in its
   `compact.npz`;
-- every `seeds.json` against the per-seed `results.json` files published beside it;
+- every `seeds.json` against the per-seed `results.json` files published beside it, and the
+  over-seeds files beside it (`phase_change.json`, `pairs_seeds.json`) against a rebuild from
+  the per-seed files they summarise;
 - every recorded terminal-phase flag against the accuracy curve it was read from;
 - `runs.csv` and the README's results table against a fresh rebuild from the results files.
 Each check returns the mismatches it found as sentences naming the file; none means it agrees.
@@ -11,6 +13,7 @@ Each check returns the mismatches it found as sentences naming the file; none me
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from nbutils.pairs import pairs_file, seeds_record
 from nbutils.paths import FIGURES_DIR, REPO
 from nbutils.results import (
     README_END,
@@ -29,6 +33,7 @@ from nbutils.results import (
 from nbutils.run_index import SEED_PROFILES, build_index
 from nbutils.runs import load_json, load_npz
 from nbutils.seeds import seed_results, summarise_seeds
+from nbutils.summaries import onset_to_end
 
 # Stored and recomputed numbers agree to float64 round-off: both come from the same arithmetic.
 TOLERANCE = 1e-9
@@ -96,6 +101,45 @@ def check_seeds(profile: Path) -> list[str]:
     return out
 
 
+def _leaf_differences(stored: Any, rebuilt: Any, where: str = "") -> list[str]:
+    """Dotted paths at which two JSON trees differ (numbers beyond TOLERANCE)."""
+    if isinstance(stored, dict) and isinstance(rebuilt, dict):
+        return [d for k in sorted(set(stored) | set(rebuilt), key=str)
+                for d in (_leaf_differences(stored[k], rebuilt[k], f"{where}{k}.")
+                          if k in stored and k in rebuilt else [f"{where}{k}"])]
+    if isinstance(stored, list) and isinstance(rebuilt, list) and len(stored) == len(rebuilt):
+        return [d for i, (a, b) in enumerate(zip(stored, rebuilt, strict=True))
+                for d in _leaf_differences(a, b, f"{where}{i}.")]
+    return [where.rstrip(".")] if _differs(stored, rebuilt) else []
+
+
+def over_seeds_rebuilds(profile: Path) -> dict[str, Callable[[], Any]]:
+    """The over-seeds files of a profile folder, each with how to rebuild it from its seeds."""
+    runs = [profile, *sorted(p.parent for p in profile.glob("seeds/*/results.json"))]
+    def pairs() -> dict[str, Any] | None:
+        """seeds_record of every seed's pairs.json; None where a seed has none."""
+        files = [pairs_file(r) for r in runs]
+        return None if None in files else seeds_record([load_json(f) for f in files])
+
+    return {"phase_change.json": lambda: onset_to_end(seed_results(profile)),
+            "pairs_seeds.json": pairs}
+
+
+def check_over_seeds(profile: Path) -> list[str]:
+    """A profile's phase_change.json and pairs_seeds.json against a rebuild from its seeds."""
+    out = []
+    for name, rebuild in over_seeds_rebuilds(profile).items():
+        path = profile / name
+        if not path.is_file():
+            continue
+        # Through JSON, as the stored file went: tuples become lists.
+        rebuilt = json.loads(json.dumps(rebuild()))
+        out += [f"{_rel(path)}: {where or 'the file'} differs from a rebuild from the per-seed "
+                f"files; `python -m nbutils seeds` rewrites it"
+                for where in _leaf_differences(load_json(path), rebuilt)]
+    return out
+
+
 def check_phase(path: Path) -> list[str]:
     """A results.json's terminal-phase records against the curves they were read from."""
     res = load_json(path)
@@ -151,6 +195,9 @@ def verify(figures: Path = FIGURES_DIR, readme: Path = REPO / "README.md") -> di
         "recovery from compact.npz": lambda: [m for r in runs for m in check_compact(r)],
         "seeds.json": lambda: [m for p in sorted({r for r in runs if r.parent.name != "seeds"})
                                for m in check_seeds(p)],
+        "over-seeds files": lambda: [m for p in sorted({r for r in runs
+                                                        if r.parent.name != "seeds"})
+                                     for m in check_over_seeds(p)],
         "terminal phase": lambda: [m for f in results_files for m in check_phase(f)],
         "runs.csv": lambda: check_runs_csv(figures),
         "README table": lambda: check_readme(Path(readme), figures),

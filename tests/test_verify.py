@@ -65,3 +65,18 @@ def test_a_readme_table_out_of_date_is_caught(copy) -> None:
     # The README shows the seeds summary, which is now older than seed 0's results.
     assert found["README table"] and "README.md" in found["README table"][0]
     assert found["seeds.json"]
+
+
+def test_an_over_seeds_file_that_its_seeds_do_not_give_is_caught(copy, tmp_path: Path) -> None:
+    figures, readme = copy
+    profile = figures / "full"
+    runs = [profile, *sorted(p.parent for p in profile.glob("seeds/*/results.json"))]
+    assert main(["seeds", *map(str, runs), "--out", str(profile / "seeds.json")]) == 0
+    assert verify.check_over_seeds(profile) == []
+    _edit(profile / "phase_change.json",
+          lambda r: r["measures"]["nc.coarse.nc1"]["change"].__setitem__(0, 0.5))
+    _edit(profile / "pairs_seeds.json", lambda r: r["pairs"][1].pop("merged"))
+    found = verify.verify(figures, readme)["over-seeds files"]
+    assert len(found) == 2
+    assert "full/phase_change.json: measures.nc.coarse.nc1.change.0 differs" in found[0]
+    assert "full/pairs_seeds.json: pairs.1.merged differs" in found[1]
