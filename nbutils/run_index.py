@@ -30,7 +30,7 @@ COLUMNS = (
     "experiment", "mapping", "lr", "weight_decay", "seed", "width", "train_per_class",
     "val_per_class", "steps", "epochs", "amp",
     "final_clean_coarse_train_acc", "reached_terminal_phase", "tpt_epoch", "tpt_step",
-    "recovery_train", "recovery_test_a", "recovery_test_b", "recovery_test_c", "recovery_test_d",
+    "tpt_held_fraction", "recovery_train", "recovery_test_a", "recovery_test_b", "recovery_test_c", "recovery_test_d",
     "between_fine_share", "nc1_coarse", "coarse_test_acc", "baseline_test_acc",
 )
 # Published profiles whose seeds are rows of their own (folder names under figures/).
@@ -62,6 +62,14 @@ def _phase_columns(reached: bool, onset_epoch: int | None, per_epoch: int) -> di
     onset = onset_epoch if reached else None
     return {"reached_terminal_phase": reached, "tpt_epoch": onset,
             "tpt_step": None if onset is None else onset * per_epoch}
+
+
+def held_fraction(row: dict[str, Any]) -> float:
+    """The share of training a row's run spent in the terminal phase; NaN where not reached."""
+    onset, steps = row.get("tpt_step"), row.get("steps")
+    if onset is None or steps is None or math.isnan(onset) or math.isnan(steps):
+        return math.nan
+    return 1 - onset / steps
 
 
 def _recipe_columns(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -149,6 +157,8 @@ def build_index(experiments_dir: Path, profile_dirs: dict[str, Path]) -> pd.Data
             rows += experiment_rows(Path(experiments_dir) / name)
     for name, folder in profile_dirs.items():
         rows += [run_row(res, name) for res in seed_results(Path(folder))]
+    # Derived here, not stored, so that rows archived before the column existed have it too.
+    rows = [{**row, "tpt_held_fraction": held_fraction(row)} for row in rows]
     merged: dict[str, dict[str, Any]] = {}
     for row in rows:
         key = repr([row.get(c) for c in COLUMNS if c != "experiment"])

@@ -34,6 +34,9 @@ def test_row_counts_steps_and_the_terminal_phase(tmp_path: Path) -> None:
     # 64 x 10 images at batch 128: 5 steps an epoch; onset at epoch 20 holds 1/3 of training.
     assert (row["steps"], row["reached_terminal_phase"], row["tpt_epoch"], row["tpt_step"]) == (
         150, True, 20, 100)
+    assert run_index.held_fraction(row) == pytest.approx(1 / 3)
+    late = run_index.run_row(record(1, (0.1, 0.2, 0.3, 0.4)), "dynamics")
+    assert math.isnan(run_index.held_fraction(late))
     assert (row["recovery_test_a"], row["nc1_coarse"], row["between_fine_share"]) == (
         0.85, 0.5, 0.3)
     assert math.isnan(row["recovery_test_c"]) and math.isnan(row["baseline_test_acc"])
