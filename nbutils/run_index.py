@@ -30,7 +30,8 @@ COLUMNS = (
     "experiment", "mapping", "lr", "weight_decay", "seed", "width", "train_per_class",
     "val_per_class", "steps", "epochs", "amp",
     "final_clean_coarse_train_acc", "reached_terminal_phase", "tpt_epoch", "tpt_step",
-    "tpt_held_fraction", "recovery_train", "recovery_test_a", "recovery_test_b", "recovery_test_c", "recovery_test_d",
+    "tpt_held_fraction", "recovery_train", "recovery_test_a", "recovery_test_b",
+    "recovery_test_c", "recovery_test_d",
     "between_fine_share", "nc1_coarse", "coarse_test_acc", "baseline_test_acc",
 )
 # Published profiles whose seeds are rows of their own (folder names under figures/).
