@@ -48,11 +48,16 @@ RESULT_KEYS = (*TRAINING_KEYS, "profile", "n_init", "feature_norm")
 WAIT_S = 10.0
 
 
+def _name_value(value: Any) -> str:
+    """A value as it reads in a run's name: a list's items joined by '-' (lr drops 0.15-0.3)."""
+    return "-".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
+
+
 def run_name(cfg: RunConfig, point: dict[str, Any]) -> str:
     """Directory name of one sweep point: NAME_KEYS, then the point's other keys; path-safe."""
     values = cfg.to_dict()
     keys = (*NAME_KEYS, *(k for k in point if k not in NAME_KEYS))
-    text = "_".join(f"{k}={values[k]}" for k in keys)
+    text = "_".join(f"{k}={_name_value(values[k])}" for k in keys)
     return re.sub(r"[^A-Za-z0-9.=_-]+", "-", text)
 
 

@@ -390,3 +390,11 @@ def test_onset_to_end_reads_each_run_at_its_own_onset_with_a_t_interval() -> Non
     runs[0]["history"].pop(1)
     with pytest.raises(ValueError, match="seed 0: no history entry at its terminal-phase onset"):
         summaries.onset_to_end(runs, ("recovery.test_acc_true_coarse",))
+
+
+def test_a_run_name_holds_its_points_keys_and_reads_a_list_as_items() -> None:
+    cfg = resolve("full", weight_decay=5e-3, seed=1, epochs=80, step_milestones=[0.15, 0.3])
+    point = {"lr": 0.1, "weight_decay": 5e-3, "seed": 1, "epochs": 80,
+             "step_milestones": [0.15, 0.3]}
+    assert sweeps.run_name(cfg, point) == ("mapping=mod5_lr=0.1_weight_decay=0.005_seed=1_"
+                                           "epochs=80_step_milestones=0.15-0.3")

@@ -81,8 +81,9 @@ def test_finished_sweep_points_are_archived_beside_the_results(executed: Path) -
     hier = "hierarchies/mapping=mod5_lr=0.1_weight_decay=0.0005_seed=0"
     grid = "grid/mapping=mod5_lr=0.1_weight_decay=0.0005_seed=0"
     chosen = "runs/mapping=mod5_lr=0.1_weight_decay=0.0005_seed=0"
+    # 5e-3 keeps its own lr drops, which name its run.
     strength = [f"strength/mapping=mod5_lr=0.1_weight_decay={wd}_seed=0_epochs={e}/results.json"
-                for wd, e in (("0.0005", 1), ("0.005", 2))]
+                for wd, e in (("0.0005", "1"), ("0.005", "2_step_milestones=0.15-0.3"))]
     assert archived == sorted([f"{chosen}/results.json", f"{grid}/results.json",
                                f"{hier}/pairs.json", f"{hier}/results.json", *strength])
     hierarchies = json.loads((executed / "hierarchies.json").read_text())
