@@ -181,6 +181,7 @@ FORMATS: dict[str, Callable[[Any], str]] = {
     "t95": lambda x: _interval(_t95(x)),          # values -> Student-t 95% of their mean
     "t95_pp": lambda x: _interval_points(_t95(x)),  # differences -> t interval in points
     "t95_g3": lambda x: "[{:+.3g}, {:+.3g}]".format(*_t95(x)),
+    "t95_f3": lambda x: "[{:.3f}, {:.3f}]".format(*_t95(x)),  # of a level, not a change
     "mean_pct": lambda x: _pct(_mean(x)),         # values -> their mean as a percentage
     "mean_pp": lambda x: _points(_mean(x)),
     "mean_g3": lambda x: f"{_mean(x):.3g}",

@@ -27,6 +27,7 @@ def test_lookup_reads_keys_with_dots_and_list_indices() -> None:
     ("ci", [0.876, 0.895], "[87.6, 89.5]"), ("ci_pp", [-0.009, 0.001], "[-0.9, +0.1]"),
     ("f3", 0.26709, "0.267"), ("g3", 0.0047812, "0.00478"), ("int", 6000, "6,000"),
     ("min", 3750.0, "62.5"), ("t95", {"values": [0.1, 0.2, 0.3]}, "[-4.8, 44.8]"),
+    ("t95_f3", {"values": [0.11, 0.12, 0.13]}, "[0.095, 0.145]"),
 ])
 def test_formats(fmt: str, value, text: str) -> None:
     assert report.FORMATS[fmt](value) == text
