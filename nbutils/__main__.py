@@ -11,7 +11,7 @@ from typing import Any
 
 import torch.distributed as dist
 
-from nbutils import carry, pairs, results, run_index, site, stages, verify
+from nbutils import carry, results, run_index, site, stages, verify
 from nbutils.analysis import feature_norm_ablation
 from nbutils.config import PARAMETERS, PROFILES, resolve
 from nbutils.distributed import preflight
@@ -25,12 +25,10 @@ from nbutils.runs import (
     RunConfigMismatch,
     check_run_dir,
     create_run,
-    load_json,
     load_run,
     save_json,
 )
 from nbutils.seeds import write_seeds
-from nbutils.summaries import onset_to_end
 from nbutils.your_features import analyze_features_file, summary_lines
 
 
@@ -248,20 +246,12 @@ def cmd_seeds(args: argparse.Namespace) -> None:
     summary = write_seeds([Path(d) for d in args.run_dirs], Path(args.out))
     print(f"{args.out}: profile {summary['profile']}, seeds {summary['seeds']}, "
           f"{len(summary['summary'])} quantities")
-    records = [load_json(Path(d) / "results.json") for d in args.run_dirs]
-    if all(r.get("clean_train") for r in records):
-        # Runs whose phase was logged during training: what changes from onset to end.
-        path = Path(args.out).with_name("phase_change.json")
-        change = onset_to_end(records)
-        save_json(path, change)
-        print(f"{path}: onset to end over seeds {change['seeds']}")
-    found = [pairs.pairs_file(Path(d)) for d in args.run_dirs]
-    if all(found):
-        # Runs with their per-pair counterfactuals (nbutils.pairs): the same over seeds.
-        path = Path(args.out).with_name("pairs_seeds.json")
-        record = pairs.seeds_record([load_json(f) for f in found])
+    # Runs whose phase was logged during training: what changes from onset to end; runs with
+    # their per-pair counterfactuals (nbutils.pairs): those over seeds.
+    for name, record in verify.over_seeds_records([Path(d) for d in args.run_dirs]).items():
+        path = Path(args.out).with_name(name)
         save_json(path, record)
-        print(f"{path}: {len(record['pairs'])} pairs over seeds {record['seeds']}")
+        print(f"{path}: over seeds {record['seeds']}")
 
 
 def cmd_runs_index(args: argparse.Namespace) -> None:

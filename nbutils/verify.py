@@ -113,30 +113,32 @@ def _leaf_differences(stored: Any, rebuilt: Any, where: str = "") -> list[str]:
     return [where.rstrip(".")] if _differs(stored, rebuilt) else []
 
 
-def over_seeds_rebuilds(profile: Path) -> dict[str, Callable[[], Any]]:
-    """The over-seeds files of a profile folder, each with how to rebuild it from its seeds."""
-    runs = [profile, *sorted(p.parent for p in profile.glob("seeds/*/results.json"))]
-    def pairs() -> dict[str, Any] | None:
-        """seeds_record of every seed's pairs.json; None where a seed has none."""
-        files = [pairs_file(r) for r in runs]
-        return None if None in files else seeds_record([load_json(f) for f in files])
-
-    return {"phase_change.json": lambda: onset_to_end(seed_results(profile)),
-            "pairs_seeds.json": pairs}
+def over_seeds_records(run_dirs: list[Path]) -> dict[str, Any]:
+    """The over-seeds files beside a seeds.json, by name, from the runs (or published folders)
+    of its seeds: phase_change.json where every run logged its phase during training,
+    pairs_seeds.json where every run has its pair counterfactuals."""
+    out: dict[str, Any] = {}
+    records = [load_json(Path(d) / "results.json") for d in run_dirs]
+    if all(r.get("clean_train") for r in records):
+        out["phase_change.json"] = onset_to_end(records)
+    pairs = [pairs_file(Path(d)) for d in run_dirs]
+    if all(pairs):
+        out["pairs_seeds.json"] = seeds_record([load_json(f) for f in pairs])
+    return out
 
 
 def check_over_seeds(profile: Path) -> list[str]:
     """A profile's phase_change.json and pairs_seeds.json against a rebuild from its seeds."""
+    runs = [profile, *sorted(p.parent for p in profile.glob("seeds/*/results.json"))]
+    # Through JSON, as the stored files went: tuples become lists.
+    rebuilt = json.loads(json.dumps(over_seeds_records(runs)))
     out = []
-    for name, rebuild in over_seeds_rebuilds(profile).items():
+    for name in ("phase_change.json", "pairs_seeds.json"):
         path = profile / name
-        if not path.is_file():
-            continue
-        # Through JSON, as the stored file went: tuples become lists.
-        rebuilt = json.loads(json.dumps(rebuild()))
-        out += [f"{_rel(path)}: {where or 'the file'} differs from a rebuild from the per-seed "
-                f"files; `python -m nbutils seeds` rewrites it"
-                for where in _leaf_differences(load_json(path), rebuilt)]
+        if path.is_file():
+            out += [f"{_rel(path)}: {where or 'the file'} differs from a rebuild from the "
+                    f"per-seed files; `python -m nbutils seeds` rewrites it"
+                    for where in _leaf_differences(load_json(path), rebuilt.get(name))]
     return out
 
 
