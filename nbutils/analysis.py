@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from nbutils import cluster_axis
 from nbutils.checks import FEATURE_NORMS
 from nbutils.collapse import collapse_report
 from nbutils.config import RunConfig
@@ -200,10 +201,11 @@ def export_phase_features(cfg: RunConfig) -> Path | None:
     """Save the test features of the coarse model's phase checkpoints (feature_epochs='phase').
 
     For each extracted epoch after init (the terminal-phase onset, the end): the test features
-    in float16 with their fine labels and the head's predictions, and the train features' mean
-    per fine class in float64. That is what test clustering (c) and the fine axis of a
-    super-class need, at about 2.6 MB per epoch for w=16 (the train features are 20 times more).
-    None for runs that extract every checkpoint.
+    in float16 with their fine labels and the head's predictions, the train features' mean
+    per fine class in float64, and, for a row-wise feature normalisation, the train side of the
+    variance shares (`cluster_axis.train_shares`). That is what test clustering (c) and the fine
+    axis of a super-class need, at about 2.6 MB per epoch for w=16 (the train features are 20
+    times more). None for runs that extract every checkpoint.
     """
     if cfg.feature_epochs != "phase":
         return None
@@ -211,12 +213,14 @@ def export_phase_features(cfg: RunConfig) -> Path | None:
     epochs = [e for e in feature_epochs(cfg, "coarse") if e > 0]
     for epoch in epochs:
         f = load_features(cfg, "coarse", epoch)
-        fine = f["train_fine"]
-        means = np.stack([f["train_features"][fine == k].astype(np.float64).mean(axis=0)
-                          for k in range(len(f["fine_to_coarse"]))])
+        fine, f2c = f["train_fine"], f["fine_to_coarse"]
         arrays |= {f"test_features_{epoch}": f["test_features"].astype(np.float16),
                    f"test_pred_{epoch}": f["test_pred"],
-                   f"train_fine_means_{epoch}": means}
+                   f"train_fine_means_{epoch}": cluster_axis.fine_means(
+                       f["train_features"], fine, len(f2c))}
+        if cfg.feature_norm in cluster_axis.ROW_NORMS:
+            arrays[f"train_variance_share_{epoch}"] = cluster_axis.train_shares(
+                f["train_features"], fine, f2c, cfg.feature_norm)
         arrays |= {"test_fine": f["test_fine"], "fine_to_coarse": f["fine_to_coarse"]}
     return save_npz(phase_features_path(cfg), compress=True, epochs=np.asarray(epochs), **arrays)
 

@@ -9,7 +9,9 @@ least 0.5 for any pair of splits; `chance` is what an independent split with the
 reaches, the level to read it against. The share of the super-class's test variance along the
 train-fitted fine axis is set against the share along its top principal axis (the largest any
 direction holds). Phase-feature files (`nbutils.analysis.export_phase_features`) keep the test
-features and the train fine-class means only, so every share here is a test-side share.
+features and the train fine-class means; the same two shares on the train features are computed
+when the file is written (`train_shares`) and kept beside them, where the run's normalisation is
+row-wise (files written before that hold the test side only).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from nbutils.runs import load_json, load_npz
 # Row-wise normalisations only: the phase files hold no train features, so the ones built on
 # train statistics (center_l2, standardize) cannot be reproduced from them.
 ROW_NORMS = ("none", "l2")
+# Columns of a phase file's train_variance_share_<epoch> array (one row per super-class).
+SHARE_COLUMNS = ("fine_axis", "top_axis", "cos_fine_top")
 
 
 def normalise_rows(x: np.ndarray, feature_norm: str) -> np.ndarray:
@@ -102,6 +106,30 @@ def variance_shares(x: np.ndarray, axis: np.ndarray) -> dict[str, float]:
             "cos_fine_top": abs(float(axis @ vectors[:, -1]))}
 
 
+def fine_means(features: np.ndarray, fine: np.ndarray, n_fine: int) -> np.ndarray:
+    """Mean of the raw features of each fine class in float64 (n_fine x D)."""
+    x = np.asarray(features, dtype=np.float64)
+    return np.stack([x[fine == k].mean(axis=0) for k in range(n_fine)])
+
+
+def train_shares(features: np.ndarray, fine: np.ndarray, fine_to_coarse: np.ndarray,
+                 feature_norm: str) -> np.ndarray:
+    """Per super-class, `variance_shares` of the normalised train features (S x SHARE_COLUMNS).
+
+    The fine axis is the one the test side uses: between the two normalised fine-class means.
+    """
+    x = normalise_rows(features, feature_norm)
+    means = normalise_rows(fine_means(features, fine, len(fine_to_coarse)), feature_norm)
+    rows = []
+    for s in range(int(fine_to_coarse.max()) + 1):
+        pair = np.flatnonzero(fine_to_coarse == s)
+        if len(pair) != 2:
+            raise ValueError(f"super-class {s} has {len(pair)} fine classes; need exactly 2")
+        shares = variance_shares(x[np.isin(fine, pair)], fine_axis(means[pair]))
+        rows.append([shares[c] for c in SHARE_COLUMNS])
+    return np.asarray(rows, dtype=np.float64)
+
+
 def nearest_mean_hits(x: np.ndarray, second_fine: np.ndarray, means: np.ndarray) -> np.ndarray:
     """Whether each row's nearest of 2 fine-class means is its own fine class (second_fine)."""
     # Nearest of two points = which side of their bisecting hyperplane.
@@ -135,10 +163,12 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, dict[str, float | int]]:
 def epoch_axes(
     features: np.ndarray, pred: np.ndarray, train_means: np.ndarray, fine: np.ndarray,
     fine_to_coarse: np.ndarray, feature_norm: str, n_init: int, seed: int,
+    train_share: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Per super-class agreements and variance shares of one epoch, summaries, (a)/(c)-like accs.
 
     Every super-class must hold exactly 2 fine classes (a 2-means split is compared).
+    `train_share` (`train_shares` of the same epoch) adds the train side of the variance shares.
     """
     x = normalise_rows(features, feature_norm)
     means = normalise_rows(train_means, feature_norm)
@@ -154,6 +184,8 @@ def epoch_axes(
         row = {"superclass": s, "fine_classes": pair.tolist(),
                **split_agreements(x[idx], norms[idx], second, pred[idx], s, n_init, seed)}
         row["variance_share"] = variance_shares(x[idx], fine_axis(means[pair]))
+        if train_share is not None:
+            row["train_variance_share"] = dict(zip(SHARE_COLUMNS, map(float, train_share[s])))
         hits = nearest_mean_hits(x[idx], second, means[pair])
         row["nearest_train_mean_acc"] = float(hits.mean())
         hits_a += int(hits.sum())
@@ -170,7 +202,7 @@ def phase_axes(
     fine, f2c = arrays["test_fine"], arrays["fine_to_coarse"]
     return {str(e): epoch_axes(arrays[f"test_features_{e}"], arrays[f"test_pred_{e}"],
                                arrays[f"train_fine_means_{e}"], fine, f2c,
-                               feature_norm, n_init, seed)
+                               feature_norm, n_init, seed, arrays.get(f"train_variance_share_{e}"))
             for e in arrays["epochs"].tolist()}
 
 

@@ -41,7 +41,8 @@ CONTROL = "controls.random_init.test_acc_true_coarse"
 # Candidate splits (nbutils.cluster_axis) whose agreement with the 2-means split is summarised.
 AXIS_KEYS = ("fine_label.agreement", "correct_vs_wrong.agreement",
              "norm_above_median.agreement", "confusion.agreement",
-             "variance_share.fine_axis", "variance_share.top_axis")
+             "variance_share.fine_axis", "variance_share.top_axis",
+             "train_variance_share.fine_axis", "train_variance_share.top_axis")
 PAIRING = ("paired by seed: a seed's runs share data order and initialisation across cells, so "
            "they are not independent; each difference is taken within a seed and its Student-t "
            "95% interval (sd ddof=1, n - 1 dof) is over seeds")

@@ -15,6 +15,7 @@ from nbutils.cluster_axis import (
     normalise_rows,
     phase_file_axes,
     split_agreements,
+    train_shares,
     variance_shares,
 )
 from nbutils.runs import save_json, save_npz
@@ -156,3 +157,36 @@ def test_phase_file_axes_reads_the_run_settings(tmp_path) -> None:
     assert (out["onset_epoch"], out["end_epoch"], out["seed"]) == (3, 9, 2)
     assert list(out["epochs"]) == ["3", "9"]
     assert out["epochs"]["9"]["test_cluster_acc"] == 1.0
+
+
+def test_train_shares_of_four_points_per_superclass_are_exact() -> None:
+    # Super-class 0: fine classes at +-a e1 with spread +-b on e2; super-class 1 the same rotated.
+    a, b = 3.0, 2.0
+    x = np.array([[-a, b], [-a, -b], [a, b], [a, -b],
+                  [b, -a], [-b, -a], [b, a], [-b, a]], dtype=np.float32)
+    fine = np.array([0, 0, 2, 2, 1, 1, 3, 3])
+    out = train_shares(x, fine, F2C, "none")
+    share = a**2 / (a**2 + b**2)
+    np.testing.assert_allclose(out, [[share, share, 1.0], [share, share, 1.0]], atol=1e-12)
+    assert out.dtype == np.float64
+
+
+def test_train_shares_where_the_top_axis_is_not_the_fine_axis() -> None:
+    # Fine classes at +-1 e1; a larger spread +-3 along e2 inside each class.
+    x = np.array([[-1, 3], [-1, -3], [1, 3], [1, -3]] * 2, dtype=np.float64)
+    fine = np.array([0, 0, 2, 2, 1, 1, 3, 3])
+    out = train_shares(x, fine, F2C, "none")
+    np.testing.assert_allclose(out[0], [0.1, 0.9, 0.0], atol=1e-12)
+
+
+def test_epoch_axes_adds_the_train_side_when_given() -> None:
+    d = synthetic_epoch(9)
+    train = train_shares(d["features"], d["fine"], F2C, "l2")
+    out = epoch_axes(d["features"], d["pred"], d["train_means"], d["fine"], F2C, "l2",
+                     n_init=2, seed=0, train_share=train)
+    row = out["per_superclass"][1]["train_variance_share"]
+    assert row == pytest.approx(dict(zip(("fine_axis", "top_axis", "cos_fine_top"), train[1])))
+    assert "train_variance_share.fine_axis" in out["mean_over_superclasses"]
+    plain = epoch_axes(d["features"], d["pred"], d["train_means"], d["fine"], F2C, "l2",
+                       n_init=2, seed=0)
+    assert "train_variance_share" not in plain["per_superclass"][0]

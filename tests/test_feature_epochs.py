@@ -70,3 +70,6 @@ def test_a_phase_run_extracts_only_what_it_reads_and_keeps_its_test_features(
     end = load_features(cfg, "coarse", 2)
     assert np.array_equal(kept["test_features_2"], end["test_features"].astype(np.float16))
     assert kept["train_fine_means_2"].shape == (10, end["train_features"].shape[1])
+    from nbutils.cluster_axis import train_shares
+    np.testing.assert_array_equal(kept["train_variance_share_2"], train_shares(
+        end["train_features"], end["train_fine"], end["fine_to_coarse"], cfg.feature_norm))
