@@ -25,10 +25,13 @@ from nbutils import checks
 from nbutils.kmeans import kmeans
 from nbutils.recovery import cluster_accuracy, normalize_features
 from nbutils.runs import load_json, load_npz
+from nbutils.stats import spread, t_interval
 
 # Row-wise normalisations only: the phase files hold no train features, so the ones built on
 # train statistics (center_l2, standardize) cannot be reproduced from them.
 ROW_NORMS = ("none", "l2")
+# Candidate splits whose agreement is also read against its independent level over seeds.
+CANDIDATES = ("fine_label", "correct_vs_wrong", "norm_above_median", "confusion")
 # Columns of a phase file's train_variance_share_<epoch> array (one row per super-class).
 SHARE_COLUMNS = ("fine_axis", "top_axis", "cos_fine_top")
 
@@ -214,3 +217,28 @@ def phase_file_axes(path: Path) -> dict[str, Any]:
     return {"seed": cfg["seed"], "feature_norm": cfg["feature_norm"], "n_init": cfg["n_init"],
             "onset_epoch": epochs[0], "end_epoch": epochs[-1],
             "epochs": phase_axes(arrays, cfg["feature_norm"], cfg["n_init"], cfg["seed"])}
+
+
+def role_values(run: dict[str, Any], role: str) -> dict[str, float]:
+    """One run's summary at its onset or end: (c), (a)-like, each mean over super-classes, and
+    each candidate's agreement above its independent level."""
+    out = run["epochs"][str(run[f"{role}_epoch"])]
+    means = {k: v["mean"] for k, v in out["mean_over_superclasses"].items()}
+    above = {f"{c}.above_chance": means[f"{c}.agreement"] - means[f"{c}.chance"]
+             for c in CANDIDATES if f"{c}.agreement" in means}
+    return {"test_cluster_acc": out["test_cluster_acc"],
+            "nearest_train_mean_acc": out["nearest_train_mean_acc"], **means, **above}
+
+
+def over_seeds(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Over runs (seeds), at the onset, at the end and for end - onset: spread and t95 of each
+    `role_values` key (NaN where a run lacks it)."""
+    roles = {role: [role_values(run, role) for run in runs] for role in ("onset", "end")}
+    roles["change"] = [{k: end[k] - onset[k] for k in end if k in onset}
+                       for onset, end in zip(roles["onset"], roles["end"])]
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for role, rows in roles.items():
+        keys = dict.fromkeys(k for row in rows for k in row)
+        values = {k: [row.get(k, float("nan")) for row in rows] for k in keys}
+        out[role] = {k: {**spread(v), "t95": t_interval(v)} for k, v in values.items()}
+    return out

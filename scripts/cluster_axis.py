@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from nbutils.cluster_axis import phase_file_axes
+from nbutils.cluster_axis import over_seeds, phase_file_axes
 from nbutils.paths import FIGURES_DIR, REPO
 from nbutils.runs import save_json
 
@@ -38,13 +38,19 @@ NOTES = {
                       "fine axis (unit vector between the two normalised train fine-class "
                       "means) and along the top principal axis (the largest share of any "
                       "direction); cos_fine_top: |cosine| between the two axes. Test side only: "
-                      "the train features are not published",
+                      "the train features are not published; train_variance_share: the same shares "
+                      "on the train features, computed when the run wrote its phase file (files "
+                      "written before that have the test side only)",
     "nearest_train_mean_acc": "(a)-like: each test image takes the nearer of its true "
                               "super-class's two normalised train fine-class means (not the "
                               "train k-means centroids of (a))",
     "test_cluster_acc": "(c): 2-means on the test features of each true super-class, matched "
                         "to the fine labels",
     "mean_over_superclasses": "unweighted mean, min and max over super-classes",
+    "over_seeds": "over the runs (seeds), at each run's onset, at its end, and end - onset: mean, "
+                  "sd (ddof=1), min, max and the Student-t 95% interval of the mean (n - 1 dof) "
+                  "of (c), the (a)-like accuracy, every mean over super-classes, and each "
+                  "candidate's agreement minus its independent level (<candidate>.above_chance)",
 }
 
 
@@ -69,10 +75,13 @@ def summary_lines(run: dict[str, Any]) -> list[str]:
             agree, chance = m[f"{key}.agreement"], m[f"{key}.chance"]
             lines.append(f"    {key:18s} agreement {agree['mean']:.3f} "
                          f"[{agree['min']:.3f}, {agree['max']:.3f}], chance {chance['mean']:.3f}")
-        fine, top = m["variance_share.fine_axis"], m["variance_share.top_axis"]
-        lines.append(f"    variance share: fine axis {fine['mean']:.3f} "
-                     f"[{fine['min']:.3f}, {fine['max']:.3f}], top axis {top['mean']:.3f} "
-                     f"[{top['min']:.3f}, {top['max']:.3f}]")
+        for side in ("variance_share", "train_variance_share"):
+            if f"{side}.fine_axis" not in m:
+                continue
+            fine, top = m[f"{side}.fine_axis"], m[f"{side}.top_axis"]
+            lines.append(f"    {side}: fine axis {fine['mean']:.3f} "
+                         f"[{fine['min']:.3f}, {fine['max']:.3f}], top axis {top['mean']:.3f} "
+                         f"[{top['min']:.3f}, {top['max']:.3f}]")
     return lines
 
 
@@ -89,7 +98,7 @@ def main() -> None:
             for f in files]
     save_json(args.out, {"question": "what does the dominant 2-means split of a super-class's "
                                      "test features follow?",
-                         "notes": NOTES, "runs": runs})
+                         "notes": NOTES, "runs": runs, "over_seeds": over_seeds(runs)})
     print("\n".join(line for run in runs for line in summary_lines(run)))
 
 

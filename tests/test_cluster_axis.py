@@ -13,6 +13,7 @@ from nbutils.cluster_axis import (
     confusion,
     epoch_axes,
     normalise_rows,
+    over_seeds,
     phase_file_axes,
     split_agreements,
     train_shares,
@@ -190,3 +191,25 @@ def test_epoch_axes_adds_the_train_side_when_given() -> None:
     plain = epoch_axes(d["features"], d["pred"], d["train_means"], d["fine"], F2C, "l2",
                        n_init=2, seed=0)
     assert "train_variance_share" not in plain["per_superclass"][0]
+
+
+def fake_run(onset: float, end: float) -> dict:
+    """A run summary whose (c) and fine-label agreement are `onset` then `end`, chance 0.5."""
+    def epoch(v: float) -> dict:
+        return {"test_cluster_acc": v, "nearest_train_mean_acc": 0.9,
+                "mean_over_superclasses": {"fine_label.agreement": {"mean": v},
+                                           "fine_label.chance": {"mean": 0.5}}}
+    return {"onset_epoch": 10, "end_epoch": 20, "epochs": {"10": epoch(onset), "20": epoch(end)}}
+
+
+def test_over_seeds_spreads_and_changes_are_exact() -> None:
+    out = over_seeds([fake_run(0.7, 0.6), fake_run(0.9, 0.6)])
+    assert out["onset"]["test_cluster_acc"]["mean"] == pytest.approx(0.8)
+    assert out["onset"]["test_cluster_acc"]["sd"] == pytest.approx(np.sqrt(0.02))
+    assert out["end"]["fine_label.above_chance"]["mean"] == pytest.approx(0.1)
+    assert out["end"]["fine_label.above_chance"]["sd"] == pytest.approx(0.0, abs=1e-12)
+    assert out["change"]["fine_label.agreement"]["values"] == pytest.approx([-0.1, -0.3])
+    # Student-t, 1 dof: half-width 12.706 * sd / sqrt(2) with sd = 0.1 * sqrt(2).
+    lo, hi = out["change"]["test_cluster_acc"]["t95"]
+    assert (lo, hi) == pytest.approx((-0.2 - 1.2706205, -0.2 + 1.2706205), abs=1e-6)
+    assert "correct_vs_wrong.above_chance" not in out["end"]
