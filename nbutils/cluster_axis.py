@@ -188,7 +188,8 @@ def epoch_axes(
                **split_agreements(x[idx], norms[idx], second, pred[idx], s, n_init, seed)}
         row["variance_share"] = variance_shares(x[idx], fine_axis(means[pair]))
         if train_share is not None:
-            row["train_variance_share"] = dict(zip(SHARE_COLUMNS, map(float, train_share[s])))
+            row["train_variance_share"] = dict(
+                zip(SHARE_COLUMNS, map(float, train_share[s]), strict=True))
         hits = nearest_mean_hits(x[idx], second, means[pair])
         row["nearest_train_mean_acc"] = float(hits.mean())
         hits_a += int(hits.sum())
@@ -235,7 +236,7 @@ def over_seeds(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]
     `role_values` key (NaN where a run lacks it)."""
     roles = {role: [role_values(run, role) for run in runs] for role in ("onset", "end")}
     roles["change"] = [{k: end[k] - onset[k] for k in end if k in onset}
-                       for onset, end in zip(roles["onset"], roles["end"])]
+                       for onset, end in zip(roles["onset"], roles["end"], strict=True)]
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for role, rows in roles.items():
         keys = dict.fromkeys(k for row in rows for k in row)

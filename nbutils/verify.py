@@ -58,9 +58,10 @@ def _rel(path: Path) -> str:
 
 
 def published_runs(figures: Path) -> list[Path]:
-    """Folders of published runs: figures/<profile>/ and their seeds/<seed>/."""
+    """Folders of published runs: figures/<profile>/, their seeds/<seed>/ and axis/<seed>/."""
     return sorted(p.parent for p in Path(figures).glob("*/results.json")) + sorted(
-        p.parent for p in Path(figures).glob("*/seeds/*/results.json"))
+        p.parent for sub in ("seeds", "axis")
+        for p in Path(figures).glob(f"*/{sub}/*/results.json"))
 
 
 def check_compact(run: Path) -> list[str]:

@@ -186,7 +186,8 @@ def test_epoch_axes_adds_the_train_side_when_given() -> None:
     out = epoch_axes(d["features"], d["pred"], d["train_means"], d["fine"], F2C, "l2",
                      n_init=2, seed=0, train_share=train)
     row = out["per_superclass"][1]["train_variance_share"]
-    assert row == pytest.approx(dict(zip(("fine_axis", "top_axis", "cos_fine_top"), train[1])))
+    columns = ("fine_axis", "top_axis", "cos_fine_top")
+    assert row == pytest.approx(dict(zip(columns, train[1], strict=True)))
     assert "train_variance_share.fine_axis" in out["mean_over_superclasses"]
     plain = epoch_axes(d["features"], d["pred"], d["train_means"], d["fine"], F2C, "l2",
                        n_init=2, seed=0)
