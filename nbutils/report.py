@@ -39,6 +39,7 @@ SOURCES: dict[str, str] = {
     "full_seeds": "figures/full/seeds.json",
     "full_phase": "figures/full/phase_change.json",
     "full_axis": "figures/full/cluster_axis.json",
+    "tpt_axis": "figures/tpt/cluster_axis.json",
     "full_pairs": "figures/full/pairs_seeds.json",
     "full_seed1": "figures/full/seeds/seed1/results.json",
     "full_seed2": "figures/full/seeds/seed2/results.json",
