@@ -109,6 +109,15 @@ def variance_shares(x: np.ndarray, axis: np.ndarray) -> dict[str, float]:
             "cos_fine_top": abs(float(axis @ vectors[:, -1]))}
 
 
+def fine_pairs(fine_to_coarse: np.ndarray) -> list[np.ndarray]:
+    """The two fine classes of each super-class, in super-class order (exactly 2 each)."""
+    pairs = [np.flatnonzero(fine_to_coarse == s) for s in range(int(fine_to_coarse.max()) + 1)]
+    for s, pair in enumerate(pairs):
+        if len(pair) != 2:
+            raise ValueError(f"super-class {s} has {len(pair)} fine classes; need exactly 2")
+    return pairs
+
+
 def fine_means(features: np.ndarray, fine: np.ndarray, n_fine: int) -> np.ndarray:
     """Mean of the raw features of each fine class in float64 (n_fine x D)."""
     x = np.asarray(features, dtype=np.float64)
@@ -124,10 +133,7 @@ def train_shares(features: np.ndarray, fine: np.ndarray, fine_to_coarse: np.ndar
     x = normalise_rows(features, feature_norm)
     means = normalise_rows(fine_means(features, fine, len(fine_to_coarse)), feature_norm)
     rows = []
-    for s in range(int(fine_to_coarse.max()) + 1):
-        pair = np.flatnonzero(fine_to_coarse == s)
-        if len(pair) != 2:
-            raise ValueError(f"super-class {s} has {len(pair)} fine classes; need exactly 2")
+    for pair in fine_pairs(fine_to_coarse):
         shares = variance_shares(x[np.isin(fine, pair)], fine_axis(means[pair]))
         rows.append([shares[c] for c in SHARE_COLUMNS])
     return np.asarray(rows, dtype=np.float64)
@@ -178,10 +184,7 @@ def epoch_axes(
     norms = np.linalg.norm(np.asarray(features, dtype=np.float64), axis=1)
     coarse = fine_to_coarse[fine]
     rows, hits_a, hits_c = [], 0, 0.0
-    for s in range(int(fine_to_coarse.max()) + 1):
-        pair = np.flatnonzero(fine_to_coarse == s)
-        if len(pair) != 2:
-            raise ValueError(f"super-class {s} has {len(pair)} fine classes; need exactly 2")
+    for s, pair in enumerate(fine_pairs(fine_to_coarse)):
         idx = np.flatnonzero(coarse == s)
         second = fine[idx] == pair[1]
         row = {"superclass": s, "fine_classes": pair.tolist(),
