@@ -3,7 +3,9 @@
 Rows come from results.json records (docs/protocol.md, section 11): each experiment notebook
 (06-10, 12) stores the rows of its runs in its results JSON under `"runs"`, and the seeds of the
 published profiles (SEED_PROFILES: `cpu`, `full`) are read from `figures/<profile>/results.json`
-and `figures/<profile>/seeds/*/results.json`. `build_index`
+and `figures/<profile>/seeds/*/results.json`; the runs a profile published for the test-clustering
+axis (`figures/<profile>/axis/*/results.json`, e.g. `scripts/tpt_axis.py`) are rows of experiment
+`<profile>-axis`. `build_index`
 gathers them; `python -m nbutils runs-index` writes the CSV, which readers and our figures load
 with pandas. With `val_per_class` set, a run was evaluated on a validation split carved from
 train, and its `recovery_test_*` and `*_test_acc` columns are validation numbers. `amp` is the
@@ -34,8 +36,8 @@ COLUMNS = (
     "recovery_test_c", "recovery_test_d",
     "between_fine_share", "nc1_coarse", "coarse_test_acc", "baseline_test_acc",
 )
-# Published profiles whose seeds are rows of their own (folder names under figures/).
-SEED_PROFILES = ("cpu", "full")
+# Published profiles whose seeds, and axis runs, are rows of their own (folders under figures/).
+SEED_PROFILES = ("cpu", "full", "tpt")
 # The results JSON of notebooks 06-10 and 12, whose `runs` lists the index gathers.
 EXPERIMENT_FILES = ("dynamics.json", "grid.json", "hierarchies.json", "split.json",
                     "synthetic.json", "strength.json")
@@ -147,7 +149,7 @@ def experiment_rows(path: Path) -> list[dict[str, Any]]:
 
 
 def build_index(experiments_dir: Path, profile_dirs: dict[str, Path]) -> pd.DataFrame:
-    """Rows of every experiment JSON's `runs` and of every seed of the given profiles.
+    """Rows of every experiment JSON's `runs` and of every seed and axis run of the profiles.
 
     A run shared by several experiments (e.g. a mod5 run of the hierarchies that is also the
     grid's chosen cell) is one row, its `experiment` naming them all, joined by '+'.
@@ -158,6 +160,8 @@ def build_index(experiments_dir: Path, profile_dirs: dict[str, Path]) -> pd.Data
             rows += experiment_rows(Path(experiments_dir) / name)
     for name, folder in profile_dirs.items():
         rows += [run_row(res, name) for res in seed_results(Path(folder))]
+        rows += [run_row(load_json(f), f"{name}-axis")
+                 for f in sorted(Path(folder).glob("axis/*/results.json"))]
     # Derived here, not stored, so that rows archived before the column existed have it too.
     rows = [{**row, "tpt_held_fraction": held_fraction(row)} for row in rows]
     merged: dict[str, dict[str, Any]] = {}

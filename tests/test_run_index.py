@@ -67,14 +67,16 @@ def test_index_gathers_experiment_rows_and_profile_seeds(tmp_path: Path) -> None
                   "nc1_coarse_end": 0.13}]})
     save_json(cpu / "results.json", record(0, (0.1, 0.5, 0.9, 0.95)))
     save_json(cpu / "seeds" / "seed1" / "results.json", record(1, (0.1, 0.5, 0.9, 0.96)))
+    save_json(cpu / "axis" / "seed2" / "results.json", record(2, (0.1, 0.5, 0.9, 0.97)))
     frame = run_index.write_index(exp, {"cpu": cpu}, exp / "runs.csv")
-    assert list(frame["experiment"]) == ["cpu", "cpu", "dynamics", "dynamics+grid", "synthetic"]
+    assert list(frame["experiment"]) == ["cpu", "cpu", "cpu-axis", "dynamics", "dynamics+grid",
+                                         "synthetic"]
     # 2 x 250 points per coarse class, 4 classes at batch 128: 16 steps an epoch.
     synthetic = frame.iloc[-1]
     assert (synthetic["steps"], synthetic["tpt_step"], synthetic["width"]) == (1600, 112, 64)
     assert list(frame.columns) == list(run_index.COLUMNS)
     back = pd.read_csv(exp / "runs.csv")
-    assert back["final_clean_coarse_train_acc"].tolist() == [0.95, 0.96, 1.0, 1.0, 1.0]
+    assert back["final_clean_coarse_train_acc"].tolist() == [0.95, 0.96, 0.97, 1.0, 1.0, 1.0]
 
 
 def test_committed_index_matches_its_json_sources() -> None:
