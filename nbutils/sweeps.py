@@ -44,6 +44,9 @@ NAME_KEYS = ("mapping", "lr", "weight_decay", "seed")
 # What a run's results depend on: training and the analysis of notebooks 02-04. Where it lives,
 # which data copy it reads and how it is executed (e.g. torch.compile) do not change them.
 RESULT_KEYS = (*TRAINING_KEYS, "profile", "n_init", "feature_norm")
+# Result keys added after runs were archived, with the value every run before them trained with:
+# before the `augment` switch, every run trained with crop and flip.
+BEFORE_RECORDED = {"augment": True}
 # How often a point run by another process is checked on.
 WAIT_S = 10.0
 
@@ -62,8 +65,14 @@ def run_name(cfg: RunConfig, point: dict[str, Any]) -> str:
 
 
 def comparable(config: dict[str, Any]) -> dict[str, Any]:
-    """The RESULT_KEYS of a config (a key it lacks reads as None)."""
-    return {k: config.get(k) for k in RESULT_KEYS}
+    """The RESULT_KEYS of a config (a key it lacks: its BEFORE_RECORDED value, else None).
+
+    The lr drops are compared only under the step schedule, the one that reads them.
+    """
+    out = {k: config.get(k, BEFORE_RECORDED.get(k)) for k in RESULT_KEYS}
+    if out["schedule"] != "step":
+        out["step_milestones"] = None
+    return out
 
 
 def finished(cfg: RunConfig) -> dict[str, Any] | None:

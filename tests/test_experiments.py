@@ -225,6 +225,18 @@ def test_an_archived_point_resumes_the_sweep_where_its_run_directory_is_lost(
         sweeps.run_sweep(points, "exp", elsewhere, launcher="inline", then="pairs")
 
 
+def test_archived_runs_older_than_a_key_compare_by_what_they_trained_with() -> None:
+    now = resolve("tpt", seed=0).to_dict()
+    assert now["schedule"] == "onecycle" and now["step_milestones"] is not None
+    # Archived before `augment` existed (every run then trained with crop and flip) and with no
+    # lr drops recorded, which the one-cycle schedule never reads.
+    old = {k: v for k, v in now.items() if k != "augment"} | {"step_milestones": None}
+    assert sweeps.comparable(old) == sweeps.comparable(now)
+    assert sweeps.comparable(old) != sweeps.comparable({**now, "augment": False})
+    step = resolve("full", seed=0).to_dict()
+    assert sweeps.comparable(step) != sweeps.comparable({**step, "step_milestones": [0.5, 0.75]})
+
+
 def test_a_point_of_another_setting_under_the_root_names_the_root(tmp_path: Path) -> None:
     old = sweeps.sweep_configs([{"seed": 0}], "exp", tmp_path)[0]
     create_run(old)
