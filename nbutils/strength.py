@@ -14,20 +14,29 @@ Student-t intervals over seeds. Runs of one seed share their data order and init
 across cells, so they are not independent: a cell difference is read within seeds (paired),
 never as two independent samples. Where a run kept its phase features, `cluster_axis` says what
 the 2-means split of its test features follows.
+
+The pair counterfactual (`pair_counterfactual`): each merged pair's test recovery in a cell's
+coarse model against the same two classes in its seed's 10-label baseline (`nbutils.pairs`,
+source `baseline`). The cells train coarse models only and share one baseline per seed, as the
+hierarchies do: the published `full` seeds' (`figures/full/**/logs/pairs.json`), trained with the
+profile's own recipe.
 """
 
 from __future__ import annotations
 
 import math
 from itertools import combinations
+from pathlib import Path
 from typing import Any
 
 from nbutils import checks, cluster_axis, phase
 from nbutils.config import RunConfig
+from nbutils.data import coarse_mapping
 from nbutils.metrics import labels, run_classes, value
-from nbutils.runs import phase_features_path
+from nbutils.pairs import pairs_file
+from nbutils.runs import ArtifactError, load_json, phase_features_path
 from nbutils.stats import spread, t_interval
-from nbutils.summaries import config_of, onset_to_end
+from nbutils.summaries import config_of, onset_to_end, pair_names
 
 # Every seed holds the terminal phase over at least this share of training (twice the
 # protocol's minimum), so that what changes inside the phase can be measured.
@@ -43,6 +52,10 @@ AXIS_KEYS = ("fine_label.agreement", "correct_vs_wrong.agreement",
              "norm_above_median.agreement", "confusion.agreement",
              "variance_share.fine_axis", "variance_share.top_axis",
              "train_variance_share.fine_axis", "train_variance_share.top_axis")
+# What a cell's run and the baseline it is set against must share: the same images, pairs and
+# recovery protocol (the training recipe is the cells' variable; the baseline keeps the profile's).
+BASELINE_MATCH = ("dataset", "mapping", "width", "train_per_class", "test_per_class",
+                  "val_per_class", "feature_norm", "n_init")
 PAIRING = ("paired by seed: a seed's runs share data order and initialisation across cells, so "
            "they are not independent; each difference is taken within a seed and its Student-t "
            "95% interval (sd ddof=1, n - 1 dof) is over seeds")
@@ -160,6 +173,67 @@ def axis_at_end(axes: list[dict[str, Any] | None], weight_decay: float) -> dict[
     return out
 
 
+def baseline_pairs(folder: str | Path) -> dict[int, dict[str, Any]]:
+    """The pairs.json of a published profile's seeds (`folder` and its `seeds/*`), by seed."""
+    folder = Path(folder)
+    found = [pairs_file(f) for f in (folder, *sorted(folder.glob("seeds/*")))]
+    records = [load_json(f) for f in found if f is not None]
+    if not records:
+        raise ArtifactError(f"baseline_pairs_from: no pairs.json under {folder} (logs/pairs.json "
+                            "of a published profile and of its seeds/*)")
+    return {rec["seed"]: rec for rec in records}
+
+
+def _baseline_tests(res: dict[str, Any], record: dict[str, Any]) -> dict[str, float]:
+    """Each pair's baseline test separability in `record`, checked against run `res`'s setting."""
+    for key in BASELINE_MATCH:
+        if record["config"].get(key) != config_of(res, key):
+            raise ValueError(f"baseline pairs of seed {record['seed']}: {key} is "
+                             f"{record['config'].get(key)!r}, the run's is {config_of(res, key)!r}")
+    if any(row.get("baseline") is None for row in record["pairs"]):
+        raise ArtifactError(f"baseline pairs of seed {record['seed']}: its run trained no baseline")
+    return {row["pair"]: row["baseline"]["test"] for row in record["pairs"]}
+
+
+def _paired(merged: list[float], base: list[float]) -> dict[str, Any]:
+    """Merged and baseline test recovery over seeds, and their difference with its t interval."""
+    diffs = [m - b for m, b in zip(merged, base, strict=True)]
+    return {"merged_test": spread(merged), "baseline_test": spread(base),
+            "merged_minus_baseline": {**spread(diffs), "t95": t_interval(diffs)}}
+
+
+def cell_pairs(runs: list[dict[str, Any]], baselines: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """One cell's merged pairs against its seeds' baselines, per pair and averaged over pairs."""
+    rows: dict[str, dict[int, tuple[float, float]]] = {}
+    for res in runs:
+        seed = config_of(res, "seed")
+        if seed not in baselines:
+            continue
+        base = _baseline_tests(res, baselines[seed])
+        names = pair_names(coarse_mapping(config_of(res, "mapping")))
+        for name, acc in zip(names, res["recovery"]["per_superclass"], strict=True):
+            rows.setdefault(name, {})[seed] = (acc, base[name])
+    seeds = sorted({s for by_seed in rows.values() for s in by_seed})
+    mean = [[sum(rows[p][s][i] for p in rows) / len(rows) for s in seeds] for i in (0, 1)]
+    return {"weight_decay": config_of(runs[0], "weight_decay"), "seeds": seeds,
+            "pairs": [{"pair": p, "seeds": sorted(by_seed),
+                       **_paired([by_seed[s][0] for s in sorted(by_seed)],
+                                 [by_seed[s][1] for s in sorted(by_seed)])}
+                      for p, by_seed in rows.items()],
+            "mean_over_pairs": _paired(*mean) if seeds else None}
+
+
+def pair_counterfactual(results: list[dict[str, Any]], weight_decays: list[float],
+                        baselines: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """Every cell's merged pairs against the shared baseline of each seed (pairs.py `baseline`)."""
+    first = next(iter(baselines.values()))["config"]
+    return {"baseline": {"profile": first["profile"], "weight_decay": first["weight_decay"],
+                         "epochs": first["epochs"], "seeds": sorted(baselines)},
+            "split": "test", "interval": "Student-t 95% over seeds, sd ddof=1",
+            "cells": [cell_pairs(runs, baselines)
+                      for runs in by_cell(results, weight_decays) if runs]}
+
+
 def setting(results: list[dict[str, Any]], seeds: int) -> str:
     """The setting a figure states: profile, width, data, lr, each cell's budget, seeds."""
     cfg = results[0]["config"]
@@ -171,8 +245,10 @@ def setting(results: list[dict[str, Any]], seeds: int) -> str:
 
 
 def summarise(results: list[dict[str, Any]], weight_decays: list[float],
-              hold: float = HOLD) -> dict[str, Any]:
-    """Cells, paired differences, each run's phase and, where kept, its test clustering axis."""
+              hold: float = HOLD,
+              baselines: dict[int, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Cells, paired differences, each run's phase, where kept its test clustering axis, and
+    with `baselines` (baseline_pairs) the pair counterfactual."""
     cells = by_cell(results, weight_decays)
     empty = [wd for wd, runs in zip(weight_decays, cells, strict=True) if not runs]
     if empty:
@@ -185,4 +261,6 @@ def summarise(results: list[dict[str, Any]], weight_decays: list[float],
             "hold": hold, "labels": labels((*KEYS, CONTROL), run_classes(results[0])),
             "cells": summaries, "differences": differences(cells, summaries),
             "pairing": PAIRING, "phase": holds(results, hold),
-            "axes": [a for a in axes if a is not None]}
+            "axes": [a for a in axes if a is not None],
+            "pair_counterfactual": (None if baselines is None
+                                    else pair_counterfactual(results, weight_decays, baselines))}

@@ -43,6 +43,9 @@ STRENGTH = {"profile": "full", "weight_decays": [5e-4, 5e-3], "seeds": [0],
                           "train_baseline": False}}
 
 
+HIER = "mapping=mod5_lr=0.1_weight_decay=0.0005_seed=0"
+
+
 def parameters(name: str, root: Path, out: Path, data_root: Path) -> dict:
     """Tiny papermill parameters of one experiment notebook."""
     if name == "10_synthetic":
@@ -58,7 +61,9 @@ def parameters(name: str, root: Path, out: Path, data_root: Path) -> dict:
                          "test_overrides": TINY},
              "08_hierarchies": {"mappings": {"mod5": [0]}, "runs_root": str(root / "hierarchies"),
                                 "overrides": {**TINY, "train_baseline": True}},
-             "12_collapse_strength": {**STRENGTH, "runs_root": str(root / "strength")},
+             # 08's run (same images, width and protocol) stands in for the published baselines.
+             "12_collapse_strength": {**STRENGTH, "runs_root": str(root / "strength"),
+                                      "baseline_pairs_from": str(root / "hierarchies" / HIER)},
              "09_split": {"seeds": [0], "merged_root": str(root),
                           "models": ["20-label", "10-label"], "runs_root": str(root / "split")}}
     return {**params, **extra[name]}
@@ -134,6 +139,10 @@ def test_results_files_are_well_formed(executed: Path) -> None:
     assert [r["experiment"] for r in strength["runs"]] == ["strength", "strength"]
     assert len(strength["differences"]) == 1 and len(strength["axes"]) == 2
     assert all(c["axis_at_end"]["runs"] == 1 for c in strength["cells"])
+    pairs = strength["pair_counterfactual"]
+    assert pairs["baseline"]["seeds"] == [0] and len(pairs["cells"]) == 2
+    assert all(len(c["pairs"]) == 5 and c["mean_over_pairs"]["merged_minus_baseline"]["n"] == 1
+               for c in pairs["cells"])
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)

@@ -11,11 +11,20 @@ import pytest
 
 from nbutils import records, strength
 from nbutils.config import PROFILES, default_checkpoints, phase_checkpoints, resolve
-from nbutils.plots import difference_frame, onset_frame, strength_figures, strength_frame
-from nbutils.runs import save_json, save_npz
+from nbutils.data import coarse_mapping
+from nbutils.plots import (
+    difference_frame,
+    onset_frame,
+    strength_figures,
+    strength_frame,
+    strength_pairs_frame,
+)
+from nbutils.runs import ArtifactError, save_json, save_npz
+from nbutils.summaries import pair_names
 
 # t(0.975, 2 dof), for intervals over 3 seeds.
 T2 = 4.302652729911275
+T1 = 12.706204736174705
 
 
 def test_phase_checkpoints_reproduce_the_full_profile_and_stay_within_five_percent() -> None:
@@ -172,3 +181,48 @@ def test_the_record_frames_and_figures(results: list[dict]) -> None:
     assert len(onset_frame(out)) == 2 * len(strength.KEYS)
     figures = strength_figures(out, strength.by_cell(results, [5e-3, 5e-4]))
     assert sorted(figures) == ["strength_changes", "strength_vs_nc1"]
+
+
+def baseline_record(seed: int, tests: list[float], **config: object) -> dict:
+    """A pairs.json of a published `full` seed whose baseline separates pair k at tests[k]."""
+    cfg = resolve("full", seed=seed).to_dict() | config
+    names = pair_names(coarse_mapping("mod5"))
+    return {"seed": seed, "config": cfg,
+            "pairs": [{"pair": n, "baseline": {"train": 1.0, "test": t}}
+                      for n, t in zip(names, tests, strict=True)]}
+
+
+def test_merged_pairs_are_set_against_the_shared_baseline_of_their_seed(
+        tmp_path: Path, results: list[dict]) -> None:
+    for res in results:
+        end = res["recovery"]["test_acc_true_coarse"]
+        res["recovery"]["per_superclass"] = [end + 0.01 * k for k in range(5)]
+    published = tmp_path / "figures" / "full"
+    save_json(published / "logs" / "pairs.json",
+              baseline_record(0, [0.95 - 0.01 * k for k in range(5)]))
+    save_json(published / "seeds" / "seed1" / "logs" / "pairs.json", baseline_record(1, [0.97] * 5))
+    baselines = strength.baseline_pairs(published)
+    assert sorted(baselines) == [0, 1]
+    out = strength.summarise(results, [5e-3, 5e-4], baselines=baselines)["pair_counterfactual"]
+    assert out["baseline"] == {"profile": "full", "weight_decay": 5e-4, "epochs": 40,
+                               "seeds": [0, 1]}
+    strong = out["cells"][0]
+    # Seed 2 has no published baseline: seeds 0 and 1 only.
+    assert strong["weight_decay"] == 5e-3 and strong["seeds"] == [0, 1]
+    first = strong["pairs"][0]
+    assert first["pair"] == "airplane/dog"
+    # (0.80 - 0.95, 0.84 - 0.97): mean -0.14, sd 0.02 / sqrt(2).
+    diff = first["merged_minus_baseline"]
+    assert (diff["mean"], diff["sd"]) == pytest.approx((-0.14, 0.02 / math.sqrt(2)))
+    assert diff["t95"] == pytest.approx((-0.14 - T1 * 0.01, -0.14 + T1 * 0.01))
+    # Over the five pairs: merged 0.82 and 0.86, baselines 0.93 and 0.97.
+    mean = strong["mean_over_pairs"]
+    assert mean["merged_test"]["values"] == pytest.approx([0.82, 0.86])
+    assert mean["merged_minus_baseline"]["values"] == pytest.approx([-0.11, -0.11])
+    assert len(strength_pairs_frame(strength.summarise(
+        results, [5e-3, 5e-4], baselines=baselines))) == 2 * 5
+    with pytest.raises(ValueError, match="width is 32, the run's is 16"):
+        strength.summarise(results, [5e-3], baselines={0: baseline_record(0, [0.9] * 5,
+                                                                         width=32)})
+    with pytest.raises(ArtifactError, match="baseline_pairs_from: no pairs.json"):
+        strength.baseline_pairs(tmp_path / "nothing")

@@ -50,6 +50,7 @@ from nbutils.plots.tables import (
     recovery_frame,
     separation_frame,
     strength_frame,
+    strength_pairs_frame,
     synthetic_runs_frame,
 )
 
@@ -82,6 +83,7 @@ __all__ = [
     "save_fig",
     "separation_frame",
     "strength_frame",
+    "strength_pairs_frame",
     "set_style",
     "split_figures",
     "strength_figures",

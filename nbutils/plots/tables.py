@@ -143,6 +143,21 @@ def axis_frame(summary: dict[str, Any]) -> pd.DataFrame:
         for c in summary["cells"]})
 
 
+def strength_pairs_frame(summary: dict[str, Any]) -> pd.DataFrame:
+    """Per cell and merged pair: test recovery merged and in its seed's baseline, their paired
+    difference and its t interval over seeds (nbutils.strength.pair_counterfactual)."""
+    rows = []
+    for cell in summary["pair_counterfactual"]["cells"]:
+        for p in cell["pairs"]:
+            d = p["merged_minus_baseline"]
+            rows.append({"cell": f"wd {cell['weight_decay']:g}", "pair": p["pair"],
+                         "seeds": d["n"], "merged (mean)": p["merged_test"]["mean"],
+                         "baseline (mean)": p["baseline_test"]["mean"],
+                         "merged - baseline (mean)": d["mean"],
+                         "merged - baseline t95": _t95_text(d["t95"])})
+    return pd.DataFrame(rows).set_index(["cell", "pair"])
+
+
 def grid_frame(grid: dict[str, Any]) -> pd.DataFrame:
     """One row per grid cell, one column per metric of GRID_KEYS (means over seeds)."""
     rows = []
