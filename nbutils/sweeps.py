@@ -125,6 +125,10 @@ def run_point(cfg: RunConfig, progress: bool = False,
 # A finished point's small records, results.json last (it marks the point finished). The
 # checkpoints and features stay where the run was made.
 ARCHIVED = ("pairs.json", "results.json")
+# And, where the run kept them (feature_epochs="phase"), its test features at the terminal-phase
+# onset and end (float16, ~2.6 MB an epoch at w=16): what (c) and the 2-means axis are read from
+# (nbutils.cluster_axis), so that a restored point can still be checked.
+ARCHIVED_ARRAYS = ("phase_features.npz",)
 
 
 def _with_run_dir(record: Any, run_dir: str) -> Any:
@@ -135,7 +139,11 @@ def _with_run_dir(record: Any, run_dir: str) -> Any:
 
 
 def _copy_records(src: Path, dest: Path, run_dir: str) -> None:
-    """Copy the ARCHIVED records present in `src` to `dest`, their run_dir set to `run_dir`."""
+    """Copy the ARCHIVED_ARRAYS present in `src` to `dest`, then the ARCHIVED records, their
+    run_dir set to `run_dir`."""
+    for name in ARCHIVED_ARRAYS:
+        if (src / name).is_file():
+            stages.copy_atomic(src / name, dest / name)
     for name in ARCHIVED:
         if (src / name).is_file():
             save_json(dest / name, _with_run_dir(load_json(src / name), run_dir))

@@ -190,6 +190,8 @@ def test_an_archived_point_resumes_the_sweep_where_its_run_directory_is_lost(
     points = [{"seed": 0}]
     cfg = sweeps.sweep_configs(points, "exp", tmp_path / "here" / "tpt")[0]
     save_json(Path(cfg.run_dir) / "results.json", {"config": cfg.to_dict(), "acc": 0.5})
+    # The test features a `feature_epochs="phase"` run keeps travel with its records.
+    (Path(cfg.run_dir) / "phase_features.npz").write_bytes(b"onset and end")
     seen = []
 
     def save_pairs(c: RunConfig) -> None:
@@ -206,6 +208,7 @@ def test_an_archived_point_resumes_the_sweep_where_its_run_directory_is_lost(
     # The archive names the run, not this machine's path to it.
     assert stored == {"config": {**cfg.to_dict(), "run_dir": name}, "acc": 0.5}
     assert load_json(archive / name / "pairs.json")["config"]["run_dir"] == name
+    assert (archive / name / "phase_features.npz").read_bytes() == b"onset and end"
 
     def no_training(*args, **kwargs):
         raise AssertionError("an archived point was trained again")
@@ -217,6 +220,7 @@ def test_an_archived_point_resumes_the_sweep_where_its_run_directory_is_lost(
     moved = sweeps.sweep_configs(points, "exp", elsewhere)[0]
     assert res == {"config": moved.to_dict(), "acc": 0.5}
     assert load_json(Path(moved.run_dir) / "pairs.json")["config"]["run_dir"] == moved.run_dir
+    assert (Path(moved.run_dir) / "phase_features.npz").read_bytes() == b"onset and end"
     assert not sweeps.restore(moved, archive)
     # Another setting is not restored from it.
     other = sweeps.sweep_configs(points, "exp", tmp_path / "third", epochs=2)[0]

@@ -91,6 +91,9 @@ def test_finished_sweep_points_are_archived_beside_the_results(executed: Path) -
                 for wd, e in (("0.0005", "1"), ("0.005", "2_step_milestones=0.15-0.3"))]
     assert archived == sorted([f"{chosen}/results.json", f"{grid}/results.json",
                                f"{hier}/pairs.json", f"{hier}/results.json", *strength])
+    # The strength runs keep their phase test features, and so does their archive.
+    assert sorted(p.parent.name for p in (executed / "runs").rglob("phase_features.npz")) == [
+        Path(f).parent.name for f in strength]
     hierarchies = json.loads((executed / "hierarchies.json").read_text())
     stored = json.loads((executed / "runs" / hier / "pairs.json").read_text())
     assert stored["config"]["run_dir"] == Path(hier).name
