@@ -29,7 +29,7 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any
 
-from nbutils import checks, cluster_axis, phase
+from nbutils import checks, cluster_axis, phase, sweeps
 from nbutils.config import RunConfig
 from nbutils.data import coarse_mapping
 from nbutils.metrics import labels, run_classes, value
@@ -100,6 +100,61 @@ def points(weight_decays: list[float], seeds: list[int], epochs_by_weight_decay:
                 point["step_milestones"] = list(drops)
             out.append(point)
     return out
+
+
+def published_runs(folder: str | Path) -> list[dict[str, Any]]:
+    """results.json of a published profile's seeds (`logs/`, `seeds/*/logs/`), each config's
+    run_dir set to the folder now holding its records and phase features."""
+    folder = Path(folder)
+    found = [d / "results.json" for d in (folder / "logs", *sorted(folder.glob("seeds/*/logs")))]
+    runs = [load_json(f) for f in found if f.is_file()]
+    if not runs:
+        raise ArtifactError(f"published: no results.json under {folder}/logs or "
+                            f"{folder}/seeds/*/logs")
+    return [{**res, "config": {**res["config"], "run_dir": str(f.parent)}}
+            for res, f in zip(runs, [f for f in found if f.is_file()], strict=True)]
+
+
+def _differs(published: dict[str, Any], point: dict[str, Any]) -> str | None:
+    """The first result key in which a published run's config and a point's differ, if any.
+
+    train_baseline is not one: a baseline trained beside the coarse model does not change it.
+    """
+    a, b = sweeps.comparable(published), sweeps.comparable(point)
+    return next((k for k in a if k != "train_baseline" and a[k] != b[k]), None)
+
+
+def reuse_published(points: list[dict[str, Any]], published: dict[Any, str], profile: str,
+                    root: str | Path, **common: Any,
+                    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The results of published seeds that stand for points of their cell, and the points left.
+
+    `published` maps a weight decay to a published profile folder (e.g. `figures/full`): each of
+    its seeds is the cell's point of that seed when the coarse training and analysis are the
+    same; one that differs raises here, before any training.
+    """
+    named = {float(k): v for k, v in (published or {}).items()}
+    cells = {float(p["weight_decay"]) for p in points}
+    if set(named) - cells:
+        raise ValueError(f"published: weight decays {sorted(set(named) - cells)} are not cells; "
+                         f"the cells are {sorted(cells)}")
+    configs = sweeps.sweep_configs(points, profile, root, **common)
+    by_seed = {wd: {config_of(r, "seed"): r for r in published_runs(folder)}
+               for wd, folder in named.items()}
+    reused, todo = [], []
+    for point, cfg in zip(points, configs, strict=True):
+        res = by_seed.get(float(cfg.weight_decay), {}).get(cfg.seed)
+        if res is None:
+            todo.append(point)
+            continue
+        key = _differs(res["config"], cfg.to_dict())
+        if key is not None:
+            raise ValueError(f"published[{cfg.weight_decay!r}]: seed {cfg.seed} in "
+                             f"{named[float(cfg.weight_decay)]} has {key}="
+                             f"{res['config'].get(key)!r}, the cell's point "
+                             f"{cfg.to_dict()[key]!r}")
+        reused.append(res)
+    return reused, todo
 
 
 def by_cell(results: list[dict[str, Any]],

@@ -40,7 +40,7 @@ RESULTS = {"06_dynamics": "dynamics.json", "07_grid": "grid.json",
 STRENGTH = {"profile": "full", "weight_decays": [5e-4, 5e-3], "seeds": [0],
             "epochs_by_weight_decay": {5e-4: 1, 5e-3: 2},
             "overrides": {"width": 8, "train_per_class": 20, "test_per_class": 10, "n_init": 2,
-                          "train_baseline": False}}
+                          "train_baseline": False}, "published": {}}
 
 
 HIER = "mapping=mod5_lr=0.1_weight_decay=0.0005_seed=0"

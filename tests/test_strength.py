@@ -226,3 +226,30 @@ def test_merged_pairs_are_set_against_the_shared_baseline_of_their_seed(
                                                                          width=32)})
     with pytest.raises(ArtifactError, match="baseline_pairs_from: no pairs.json"):
         strength.baseline_pairs(tmp_path / "nothing")
+
+
+def test_published_seeds_stand_for_their_cells_points_when_their_training_is_the_same(
+        tmp_path: Path) -> None:
+    published = tmp_path / "figures" / "full"
+    for seed, folder in ((0, published / "logs"), (1, published / "seeds" / "seed1" / "logs")):
+        res = record(tmp_path, 5e-4, seed, 40, 16, 0.91, 0.90)
+        # Published with its baseline, which does not change the coarse model.
+        res["config"] |= {"train_baseline": True, "run_dir": f"runs/full/seed{seed}"}
+        save_json(folder / "results.json", res)
+    points = strength.points([5e-3, 5e-4], [0, 1, 2], {5e-3: 80, 5e-4: 40})
+    reused, todo = strength.reuse_published(points, {5e-4: str(published)}, "full",
+                                            tmp_path / "runs", train_baseline=False)
+    assert [r["config"]["run_dir"] for r in reused] == [
+        str(published / "logs"), str(published / "seeds" / "seed1" / "logs")]
+    assert [(p["weight_decay"], p["seed"]) for p in todo] == [
+        (5e-3, 0), (5e-3, 1), (5e-3, 2), (5e-4, 2)]
+    none, every = strength.reuse_published(points, {}, "full", tmp_path / "runs")
+    assert none == [] and every == points
+    with pytest.raises(ValueError, match=r"published\[0.0005\]: seed 0 .* has epochs=40, the "
+                                         r"cell's point 30"):
+        strength.reuse_published(strength.points([5e-4], [0], {5e-4: 30}),
+                                 {5e-4: str(published)}, "full", tmp_path / "runs")
+    with pytest.raises(ValueError, match=r"published: weight decays \[5e-05\] are not cells"):
+        strength.reuse_published(points, {5e-5: str(published)}, "full", tmp_path / "runs")
+    with pytest.raises(ArtifactError, match="published: no results.json"):
+        strength.published_runs(tmp_path / "nothing")
