@@ -102,17 +102,20 @@ def points(weight_decays: list[float], seeds: list[int], epochs_by_weight_decay:
     return out
 
 
+def seed_folders(folder: str | Path) -> list[Path]:
+    """A published profile's folder and its `seeds/*` folders, one per published seed."""
+    return [Path(folder), *sorted(Path(folder).glob("seeds/*"))]
+
+
 def published_runs(folder: str | Path) -> list[dict[str, Any]]:
     """results.json of a published profile's seeds (`logs/`, `seeds/*/logs/`), each config's
     run_dir set to the folder now holding its records and phase features."""
-    folder = Path(folder)
-    found = [d / "results.json" for d in (folder / "logs", *sorted(folder.glob("seeds/*/logs")))]
-    runs = [load_json(f) for f in found if f.is_file()]
-    if not runs:
+    logs = [d / "logs" for d in seed_folders(folder) if (d / "logs" / "results.json").is_file()]
+    if not logs:
         raise ArtifactError(f"published: no results.json under {folder}/logs or "
                             f"{folder}/seeds/*/logs")
-    return [{**res, "config": {**res["config"], "run_dir": str(f.parent)}}
-            for res, f in zip(runs, [f for f in found if f.is_file()], strict=True)]
+    return [{**res, "config": {**res["config"], "run_dir": str(d)}}
+            for d, res in ((d, load_json(d / "results.json")) for d in logs)]
 
 
 def _differs(published: dict[str, Any], point: dict[str, Any]) -> str | None:
@@ -230,8 +233,7 @@ def axis_at_end(axes: list[dict[str, Any] | None], weight_decay: float) -> dict[
 
 def baseline_pairs(folder: str | Path) -> dict[int, dict[str, Any]]:
     """The pairs.json of a published profile's seeds (`folder` and its `seeds/*`), by seed."""
-    folder = Path(folder)
-    found = [pairs_file(f) for f in (folder, *sorted(folder.glob("seeds/*")))]
+    found = [pairs_file(f) for f in seed_folders(folder)]
     records = [load_json(f) for f in found if f is not None]
     if not records:
         raise ArtifactError(f"baseline_pairs_from: no pairs.json under {folder} (logs/pairs.json "
