@@ -18,7 +18,13 @@ from nbutils.distributed import preflight
 from nbutils.lock import RunLocked
 from nbutils.paths import FIGURES_DIR, REPO
 from nbutils.plots import render_run
-from nbutils.reproduce import EXPERIMENTS, NotebookFailed, reproduce, run_experiments
+from nbutils.reproduce import (
+    EXPERIMENTS,
+    NotebookFailed,
+    notebook_parameter_names,
+    reproduce,
+    run_experiments,
+)
 from nbutils.run_data import load_run_data
 from nbutils.runs import (
     ArtifactError,
@@ -32,15 +38,16 @@ from nbutils.seeds import write_seeds
 from nbutils.your_features import analyze_features_file, summary_lines
 
 
-def parse_set(items: list[str]) -> dict[str, Any]:
+def parse_set(items: list[str], allowed: tuple[str, ...] | list[str] = PARAMETERS
+              ) -> dict[str, Any]:
     """`--set key=value` pairs; values are read as JSON when they parse, else as strings."""
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep:
             raise SystemExit(f"--set: expected key=value, got {item!r}")
-        if key not in PARAMETERS:
-            raise SystemExit(f"--set: unknown parameter {key!r}; allowed: {', '.join(PARAMETERS)}")
+        if key not in allowed:
+            raise SystemExit(f"--set: unknown parameter {key!r}; allowed: {', '.join(allowed)}")
         try:
             out[key] = json.loads(value)
         except json.JSONDecodeError:
@@ -78,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     exps = sub.add_parser("experiments", help="execute notebooks 06-10 and 12 (finished runs "
                                               "reused) and publish their executed copies")
     exps.add_argument("--only", help="comma-separated names, e.g. 06_dynamics,10_synthetic")
+    exps.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                      help="a parameter of the one --only notebook (value read as JSON), e.g. "
+                           "weight_decays=[5e-4,5e-5]")
     sub.add_parser("readme", help="rebuild the README results table and docs/results.md's "
                                   "summaries from figures/*/results.json")
     render = sub.add_parser("render", help="draw a finished run's figures without its features "
@@ -222,7 +232,13 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
 def cmd_experiments(args: argparse.Namespace) -> None:
     """Notebooks 06-10 and 12 through papermill, executed copies published."""
     names = tuple(n for n in (args.only or "").split(",") if n) or EXPERIMENTS
-    for path in run_experiments(names):
+    parameters = {}
+    if args.set:
+        if len(names) != 1:
+            raise SystemExit(f"--set: parameters belong to one notebook; name it with --only "
+                             f"(one of {', '.join(EXPERIMENTS)})")
+        parameters = parse_set(args.set, notebook_parameter_names(names[0]))
+    for path in run_experiments(names, parameters=parameters):
         print(path)
 
 

@@ -253,24 +253,44 @@ def execute_published(logs: str | Path, dest: str | Path | None = None) -> list[
         return publish_notebooks(cfg, dest, {str(run_dir): f"<scratch copy of {shown}>"})
 
 
+def notebook_parameter_names(name: str) -> list[str]:
+    """The names in an experiment notebook's `parameters` cell."""
+    if name not in EXPERIMENTS:
+        raise ValueError(f"experiments: unknown {name!r}; allowed: {', '.join(EXPERIMENTS)}")
+    return list(pm.inspect_notebook(str(NOTEBOOK_DIR / f"{name}.ipynb")))
+
+
 def run_experiments(names: tuple[str, ...] = EXPERIMENTS,
                     out: Path = REPO / "runs" / "experiments" / "notebooks",
-                    publish_dir: Path | None = FIGURES_DIR / "experiments") -> list[Path]:
-    """Execute experiment notebooks with their defaults; clean copies in publish_dir/notebooks.
+                    publish_dir: Path | None = FIGURES_DIR / "experiments",
+                    parameters: dict[str, Any] | None = None) -> list[Path]:
+    """Execute experiment notebooks; clean copies in publish_dir/notebooks.
 
-    Each notebook writes its figures and results JSON to `figures/experiments` itself (its
-    `out_dir`); its sweep reuses every run that has already finished.
+    Each runs with its defaults, except `parameters` (for one notebook only): papermill
+    injects them, so the executed copy shows them. Each notebook writes its figures and
+    results JSON to `figures/experiments` itself (its `out_dir`); its sweep reuses every run
+    that has already finished.
     """
     unknown = sorted(set(names) - set(EXPERIMENTS))
     if unknown or not names:
         raise ValueError(f"experiments: unknown {unknown or names!r}; allowed: "
                          f"{', '.join(EXPERIMENTS)}")
+    parameters = parameters or {}
+    if parameters and len(names) != 1:
+        raise ValueError(f"experiments: parameters {sorted(parameters)} need exactly one "
+                         f"notebook, got {list(names)}")
+    allowed = notebook_parameter_names(names[0]) if parameters else []
+    wrong = sorted(set(parameters) - set(allowed))
+    if wrong:
+        raise ValueError(f"experiments: {names[0]} has no parameter {wrong}; allowed: "
+                         f"{', '.join(allowed)}")
     out.mkdir(parents=True, exist_ok=True)
     done = []
     with kernel_environment():
         for name in names:
             print(f"[nbutils] {name} ...", file=sys.stderr, flush=True)
-            seconds = run_notebook(NOTEBOOK_DIR / f"{name}.ipynb", out / f"{name}.ipynb", {})
+            seconds = run_notebook(NOTEBOOK_DIR / f"{name}.ipynb", out / f"{name}.ipynb",
+                                   parameters)
             print(f"[nbutils] {name} done in {seconds:.0f} s", file=sys.stderr, flush=True)
             if publish_dir is not None:
                 # Paths in messages (a run's lock) are shown from the repository root.

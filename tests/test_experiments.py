@@ -414,3 +414,41 @@ def test_a_run_name_holds_its_points_keys_and_reads_a_list_as_items() -> None:
              "step_milestones": [0.15, 0.3]}
     assert sweeps.run_name(cfg, point) == ("mapping=mod5_lr=0.1_weight_decay=0.005_seed=1_"
                                            "epochs=80_step_milestones=0.15-0.3")
+
+
+def test_experiment_parameters_are_checked_against_the_notebook_before_any_work(
+        tmp_path: Path) -> None:
+    from nbutils.reproduce import run_experiments
+
+    with pytest.raises(ValueError, match=r"no parameter \['weight_decay'\]; allowed: .*"
+                                         r"weight_decays"):
+        run_experiments(("12_collapse_strength",), out=tmp_path / "out",
+                        publish_dir=tmp_path / "pub", parameters={"weight_decay": [5e-4]})
+    with pytest.raises(ValueError, match="need exactly one notebook"):
+        run_experiments(("07_grid", "12_collapse_strength"), out=tmp_path / "out",
+                        publish_dir=tmp_path / "pub", parameters={"seeds": [0]})
+    assert not (tmp_path / "out").exists()
+
+
+def test_experiment_parameters_reach_papermill(tmp_path: Path, monkeypatch) -> None:
+    from nbutils import reproduce
+
+    seen = {}
+    monkeypatch.setattr(reproduce, "run_notebook",
+                        lambda src, dst, params: seen.update(params) or 0.0)
+    reproduce.run_experiments(("12_collapse_strength",), out=tmp_path / "out", publish_dir=None,
+                              parameters={"weight_decays": [5e-4, 5e-5]})
+    assert seen == {"weight_decays": [5e-4, 5e-5]}
+
+
+def test_cli_experiments_set_needs_one_notebook_and_reads_json() -> None:
+    from nbutils.__main__ import build_parser, cmd_experiments, parse_set
+    from nbutils.reproduce import notebook_parameter_names
+
+    args = build_parser().parse_args(["experiments", "--set", "seeds=[0]"])
+    with pytest.raises(SystemExit, match="name it with --only"):
+        cmd_experiments(args)
+    allowed = notebook_parameter_names("12_collapse_strength")
+    assert parse_set(["weight_decays=[5e-4,5e-5]"], allowed) == {"weight_decays": [5e-4, 5e-5]}
+    with pytest.raises(SystemExit, match="unknown parameter 'lrs'; allowed: profile"):
+        parse_set(["lrs=[0.1]"], allowed)
