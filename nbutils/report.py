@@ -54,6 +54,7 @@ SOURCES: dict[str, str] = {
     "split": "figures/experiments/split.json",
     "synthetic": "figures/experiments/synthetic.json",
     "synthetic_pilot": "figures/experiments/synthetic_pilot.json",
+    "strength": "figures/experiments/strength.json",
     # Epoch times of committed runs (each log.json is a list of epochs with their `seconds`).
     "cpu_log_baseline": "figures/cpu/logs/baseline/log.json",
     "paper_log": "figures/paper/logs/coarse/log.json",

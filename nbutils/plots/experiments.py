@@ -349,8 +349,10 @@ def strength_figures(summary: dict[str, Any],
         "strength_vs_nc1": plot_vs_nc1(
             cells, runs, keys, control, f"fine structure against collapse, per weight decay\n"
                                         f"{title}"),
+        # The legend takes the right of this figure: a narrower title stays inside it.
         "strength_changes": plot_grouped_bars(
-            groups, changes, f"change from terminal-phase onset to end (seeds holding the phase "
-                             f">= {summary['hold']:.0%} of training)\n{title}",
+            groups, changes, f"change from terminal-phase onset to end\n(seeds holding it "
+                             f">= {summary['hold']:.0%} of training)\n"
+                             + "\n".join(textwrap.wrap(summary["setting"], 40)),
             "change (percentage points)", dots),
     }
