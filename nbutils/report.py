@@ -214,15 +214,47 @@ class TokenError(ValueError):
     """A token that names an unknown source, path or format."""
 
 
+def _numbers(value: Any) -> list[float] | None:
+    """A number or a list of numbers as a list of floats; None for anything else."""
+    values = value if isinstance(value, list) else [value]
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return None
+    return [float(v) for v in values]
+
+
+def _select(items: list[Any], spec: str) -> Any:
+    """The one item of `items` whose `key` equals the numbers of `key=v1,v2`; None if not one."""
+    key, _, wanted = spec.partition("=")
+    try:
+        target = [float(v) for v in wanted.split(",")]
+    except ValueError:
+        return None
+    hits = [item for item in items
+            if isinstance(item, dict) and key in item and _numbers(item[key]) == target]
+    return hits[0] if len(hits) == 1 else None
+
+
 def lookup(node: Any, dotted: str) -> Any:
     """The value at `dotted` in a JSON tree; keys may contain dots, integers index lists, `*`
-    maps the rest of the path over a list's items."""
+    maps the rest of the path over a list's items, and `key=value` (numbers, comma-separated
+    for a list) picks the one item whose `key` holds them, so a token names a cell by its
+    setting rather than by a position that shifts when a cell is added."""
     parts = dotted.split(".")
     i = 0
     while i < len(parts):
         if isinstance(node, list) and parts[i] == "*":
             rest = ".".join(parts[i + 1:])
             return [lookup(item, rest) if rest else item for item in node]
+        if isinstance(node, list) and "=" in parts[i]:
+            # The longest run of parts that selects one item: a value may hold dots (0.0005).
+            for j in range(len(parts), i, -1):
+                item = _select(node, ".".join(parts[i:j]))
+                if item is not None:
+                    node, i = item, j
+                    break
+            else:
+                raise KeyError(".".join(parts[:i + 1]))
+            continue
         if isinstance(node, list):
             try:
                 node, i = node[int(parts[i])], i + 1

@@ -21,6 +21,24 @@ def test_lookup_reads_keys_with_dots_and_list_indices() -> None:
             report.lookup(tree, missing)
 
 
+def test_lookup_selects_a_list_item_by_its_setting_whatever_its_position() -> None:
+    cells = [{"weight_decay": 0.005, "x": 1}, {"weight_decay": 0.0005, "x": 2},
+             {"weight_decay": 5e-05, "x": 3}]
+    diffs = [{"weight_decays": [0.005, 0.0005], "d": -1},
+             {"weight_decays": [0.0005, 5e-05], "d": -2}]
+    tree = {"cells": cells, "differences": diffs}
+    assert report.lookup(tree, "cells.weight_decay=5e-4.x") == 2
+    assert report.lookup(tree, "cells.weight_decay=0.0005.x") == 2
+    assert report.lookup({"cells": cells[1:]}, "cells.weight_decay=5e-4.x") == 2
+    assert report.lookup(tree, "differences.weight_decays=5e-4,5e-5.d") == -2
+    twice = {"cells": [cells[0], cells[0]]}
+    for tree_, missing in ((tree, "cells.weight_decay=1e-3.x"), (tree, "cells.weight_decay=abc.x"),
+                           (twice, "cells.weight_decay=5e-3.x"), (tree, "cells.seed=0.x"),
+                           (tree, "differences.weight_decays=5e-4.d")):
+        with pytest.raises(KeyError):
+            report.lookup(tree_, missing)
+
+
 @pytest.mark.parametrize("fmt, value, text", [
     ("pct", 0.88534, "88.5%"), ("pp", -0.0043, "-0.4"), ("pm", {"mean": 0.874, "sd": 0.019},
                                                          "87.4 ± 1.9%"),
