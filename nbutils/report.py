@@ -11,7 +11,9 @@ written outside a token in a document listed in TOKENISED.
 - SOURCES names the results files a token may read (paths from the repository root).
 - `lookup` is the one reader of dotted keys into those files: a key may itself hold dots (the
   summaries of seeds.json are keyed `recovery.test_acc_pred_coarse`), integers index lists
-  (-1 is the last), and `*` maps the rest of the path over every item of a list.
+  (-1 is the last), `*` maps the rest of the path over every item of a list, and `key=value`
+  picks the one item of a list whose `key` holds that number (`cells.weight_decay=5e-4`; a list
+  of numbers comma-separated), so a token names a cell by its setting, not its position.
 - FORMATS says how a value is written: a fraction as a percentage, points, a plain number, the
   range or Student-t interval of a list of values.
 - `fill` is the notebooks' renderer: a notebook's closing "What we see" is a hand-written text
