@@ -125,10 +125,12 @@ def run_point(cfg: RunConfig, progress: bool = False,
 # A finished point's small records, results.json last (it marks the point finished). The
 # checkpoints and features stay where the run was made.
 ARCHIVED = ("pairs.json", "results.json")
-# And, where the run kept them (feature_epochs="phase"), its test features at the terminal-phase
-# onset and end (float16, ~2.6 MB an epoch at w=16): what (c) and the 2-means axis are read from
-# (nbutils.cluster_axis), so that a restored point can still be checked.
-ARCHIVED_ARRAYS = ("phase_features.npz",)
+# And its arrays: compact.npz (the float16 train sample and histories that draw its figures
+# without features, ~1 MB at w=16) and, where the run kept them (feature_epochs="phase"), its
+# test features at the terminal-phase onset and end (float16, ~2.6 MB an epoch at w=16): what (c)
+# and the 2-means axis are read from (nbutils.cluster_axis), so that a restored point can still
+# be checked.
+ARCHIVED_ARRAYS = ("compact.npz", "phase_features.npz")
 
 
 def _with_run_dir(record: Any, run_dir: str) -> Any:
